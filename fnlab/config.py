@@ -1,0 +1,133 @@
+"""Configuration shared by every layer: data directory, device choice and seeding.
+
+This module is the lowest layer of :mod:`fnlab`; it imports nothing from the
+rest of the package, and torch only lazily (so pure modules stay torch-free).
+
+Example
+-------
+>>> from fnlab import config
+>>> config.seed_everything(0)
+0
+>>> config.data_dir().name in {"data", "data"}
+True
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+#: Environment variable that overrides the data directory.
+DATA_DIR_ENV = "FNLAB_DATA_DIR"
+#: Environment variable that overrides the device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+DEVICE_ENV = "FNLAB_DEVICE"
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+#: Project root when fnlab runs from a checkout (the folder holding pyproject.toml), else None.
+PROJECT_ROOT: Path | None = (
+    PACKAGE_ROOT.parent if (PACKAGE_ROOT.parent / "pyproject.toml").is_file() else None
+)
+
+
+def data_dir(create: bool = False) -> Path:
+    """Return the folder where datasets are cached.
+
+    ``$FNLAB_DATA_DIR`` wins; otherwise the project's ``data/`` folder when fnlab
+    runs from a checkout, else ``~/.fnlab/data``.
+
+    >>> import os
+    >>> os.environ["FNLAB_DATA_DIR"] = "/tmp/fnlab-doc"
+    >>> str(data_dir())
+    '/tmp/fnlab-doc'
+    >>> del os.environ["FNLAB_DATA_DIR"]
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        path = Path(env).expanduser()
+    elif PROJECT_ROOT is not None:
+        path = PROJECT_ROOT / "data"
+    else:
+        path = Path.home() / ".fnlab" / "data"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir(create: bool = False) -> Path:
+    """Folder for cached training runs: ``<data_dir>/runs`` (git-ignored)."""
+    path = data_dir() / "runs"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def shared_data_dir() -> Path | None:
+    """The ``../shared/data`` folder beside a checkout (developers and CI), or None."""
+    if PROJECT_ROOT is None:
+        return None
+    path = PROJECT_ROOT.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+def resolve_device(device: str | None = "auto"):
+    """Pick a torch device: an explicit name, ``$FNLAB_DEVICE``, else CUDA, MPS, CPU.
+
+    >>> str(resolve_device("cpu"))
+    'cpu'
+    """
+    import torch
+
+    if device in (None, "", "auto"):
+        device = os.environ.get(DEVICE_ENV) or "auto"
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r} requested but MPS is not available here")
+    return dev
+
+
+def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
+    """Seed Python, NumPy and (if installed) torch in one call; return the seed.
+
+    With ``deterministic=True`` torch is asked for deterministic kernels where it
+    has them (CPU training is then bit-for-bit repeatable for a given seed).
+
+    >>> seed_everything(7)
+    7
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import torch
+    except ImportError:  # pure layers work without torch
+        return seed
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if hasattr(torch.backends, "cudnn"):
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return seed
