@@ -1,0 +1,57 @@
+# fnlab — every target creates the virtual environment (.venv) first when it is missing,
+# so on a fresh clone one command does all the set-up. Versions come from constraints.txt.
+
+PYTHON    ?= python3
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.fnlab-installed
+PROFILE   ?= smoke
+DATASET   ?= auto
+NOTEBOOKS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup course test lint lab book student grade bench clean-notebooks clean
+
+help:
+	@echo "make course   run every notebook with papermill into runs/<stamp>/ (PROFILE=smoke|full, DATASET=auto|...)"
+	@echo "make test     the whole test suite: unit, notebooks (nbval), real data, classroom, book, browser, lint"
+	@echo "make lab      open the notebooks in JupyterLab"
+	@echo "make book     build the course book (offline) from the latest course run"
+	@echo "make student  write student copies of the notebooks (solutions removed) to student/"
+	@echo "make bench    run every benchmark and regenerate benchmarks/results and the README table"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+setup: $(STAMP)
+
+course: $(STAMP)
+	$(PY) -m fnlab course run --profile $(PROFILE) --dataset $(DATASET) $(NOTEBOOKS)
+
+test: $(STAMP)
+	$(PY) -m ruff check fnlab tests benchmarks tools notebooks
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=600 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check fnlab tests benchmarks tools notebooks
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+book: $(STAMP)
+	$(PY) -m fnlab book build
+
+student: $(STAMP)
+	$(PY) -m fnlab classroom student
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean-notebooks: $(STAMP)
+	$(PY) tools/clean_notebooks.py notebooks/*.ipynb
+
+clean:
+	rm -rf runs student grading book/_build book/notebooks .pytest_cache

@@ -1,0 +1,278 @@
+"""Run the course: execute every notebook in order with papermill and report.
+
+``fnlab course run`` and ``make course`` are thin wrappers over :func:`run_course`.
+Each notebook is executed into ``runs/<stamp>/``; ``summary.json`` and
+``summary.md`` give, per notebook, its status, seconds and the key figures it
+recorded with :func:`fnlab.recording.record`. A failing notebook does not stop
+the run: it is marked failed with the failing cell's error.
+
+Example
+-------
+>>> [p.name for p in list_notebooks()][:1]  # doctest: +SKIP
+['00_welcome.ipynb']
+>>> result = run_course(["00_welcome"], profile="smoke")  # doctest: +SKIP
+>>> result.ok  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fnlab import __version__
+from fnlab.config import PROJECT_ROOT
+from fnlab.profiles import PROFILES
+from fnlab.recording import RECORD_ENV, read_record
+
+NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+
+
+def notebooks_dir() -> Path:
+    """The course's ``notebooks/`` folder (in a checkout)."""
+    if PROJECT_ROOT is None:
+        raise FileNotFoundError("fnlab is not running from a checkout: no notebooks/ folder")
+    return PROJECT_ROOT / "notebooks"
+
+
+def list_notebooks(folder: Path | None = None) -> list[Path]:
+    """The numbered course notebooks ``NN_topic.ipynb``, in order."""
+    folder = Path(folder) if folder else notebooks_dir()
+    return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+
+
+def select_notebooks(names: list[str] | None, folder: Path | None = None) -> list[Path]:
+    """Resolve names (``00_welcome``, ``00_welcome.ipynb`` or ``00``) to notebook paths.
+
+    Raises ValueError listing the valid names when one is unknown.
+    """
+    available = list_notebooks(folder)
+    if not names:
+        return available
+    by_key: dict[str, Path] = {}
+    for p in available:
+        by_key[p.name] = by_key[p.stem] = by_key[p.stem[:2]] = p
+    chosen, unknown = [], []
+    for name in names:
+        key = Path(name).name
+        if key in by_key:
+            chosen.append(by_key[key])
+        else:
+            unknown.append(name)
+    if unknown:
+        valid = ", ".join(p.stem for p in available)
+        raise ValueError(f"unknown notebook {', '.join(map(repr, unknown))}; choose from: {valid}")
+    return chosen
+
+
+def known_datasets() -> list[str]:
+    """Dataset names a notebook's ``dataset`` parameter accepts."""
+    try:
+        from fnlab.data.registry import DATASETS
+    except ImportError:  # data layer not built yet
+        return ["auto", "synthetic"]
+    return ["auto", *DATASETS]
+
+
+def validate_choices(profile: str, dataset: str) -> None:
+    """Raise ValueError listing the valid choices for an unknown profile or dataset."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    datasets = known_datasets()
+    if dataset not in datasets:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(datasets)}")
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    output: str
+    error: dict | None = None
+    figures: dict = field(default_factory=dict)
+
+
+@dataclass
+class CourseResult:
+    out_dir: Path
+    profile: str
+    dataset: str
+    parameters: dict
+    notebooks: list[NotebookResult]
+    started: str
+    total_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(nb.status == "ok" for nb in self.notebooks)
+
+    def to_dict(self) -> dict:
+        return {
+            "fnlab_version": __version__,
+            "python": platform.python_version(),
+            "started": self.started,
+            "profile": self.profile,
+            "dataset": self.dataset,
+            "parameters": self.parameters,
+            "ok": self.ok,
+            "total_seconds": round(self.total_seconds, 2),
+            "notebooks": [asdict(nb) for nb in self.notebooks],
+        }
+
+
+def _new_run_dir(base: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = base / stamp
+    i = 1
+    while out.exists():
+        out = base / f"{stamp}-{i}"
+        i += 1
+    return out
+
+
+def _error_of(exc: Exception, executed: Path) -> dict:
+    """The failing cell and its error, from papermill's exception or the executed notebook."""
+    info = {"ename": getattr(exc, "ename", type(exc).__name__),
+            "evalue": str(getattr(exc, "evalue", exc)).strip()[:2000]}
+    cell = getattr(exc, "exec_count", None)
+    if cell is not None:
+        info["execution_count"] = cell
+    try:
+        import nbformat
+
+        nb = nbformat.read(executed, as_version=4)
+        for i, c in enumerate(nb.cells):
+            if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+                info["cell_index"] = i
+                info["cell_source"] = c.source[:500]
+                break
+    except Exception:  # the notebook may not have been written
+        pass
+    return info
+
+
+def format_summary_md(result: CourseResult) -> str:
+    """The run report as Markdown: one row per notebook with its key figures."""
+    lines = [
+        f"# Course run {result.out_dir.name}",
+        "",
+        f"- profile: `{result.profile}`, dataset: `{result.dataset}`, fnlab {__version__}",
+        f"- status: {'all notebooks ran' if result.ok else 'SOME NOTEBOOKS FAILED'}; "
+        f"total {result.total_seconds:.1f} s",
+        "",
+        "| notebook | status | seconds | dataset used | AUC | sensitivity | specificity | FN | notes |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+
+    def fmt(v):
+        if v is None:
+            return ""
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    known = {"dataset", "auc", "sensitivity", "specificity", "fn"}
+    for nb in result.notebooks:
+        f = nb.figures
+        extra = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(f.items())
+                          if k not in known and not isinstance(v, (dict, list)))
+        if nb.error:
+            extra = f"{nb.error.get('ename')}: {nb.error.get('evalue', '')[:120]}"
+        lines.append(
+            f"| {nb.name} | {nb.status} | {nb.seconds:.1f} | {fmt(f.get('dataset'))} | "
+            f"{fmt(f.get('auc'))} | {fmt(f.get('sensitivity'))} | {fmt(f.get('specificity'))} | "
+            f"{fmt(f.get('fn'))} | {extra} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(result: CourseResult) -> None:
+    out = result.out_dir
+    (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    (out / "summary.md").write_text(format_summary_md(result))
+
+
+def run_course(
+    notebooks: list[str] | None = None,
+    *,
+    profile: str = "smoke",
+    dataset: str = "auto",
+    device: str | None = None,
+    parameters: dict | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    kernel_name: str | None = None,
+    cell_timeout: int | None = 1800,
+) -> CourseResult:
+    """Execute the course notebooks in order and write the run report.
+
+    Every choice is validated before anything is written (ValueError listing
+    the valid choices). ``parameters`` are passed to every notebook on top of
+    ``profile``, ``dataset`` and ``device``.
+    """
+    validate_choices(profile, dataset)
+    paths = select_notebooks(notebooks)
+    if not paths:
+        raise ValueError(f"no notebooks found in {notebooks_dir()}")
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    params = {"profile": profile, "dataset": dataset}
+    if device:
+        params["device"] = device
+    params.update(parameters or {})
+
+    if out is None:
+        out_dir = _new_run_dir((PROJECT_ROOT or Path.cwd()) / "runs")
+    else:
+        out_dir = Path(out)
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise ValueError(f"--out {out_dir} already exists and is not an empty folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = CourseResult(out_dir, profile, dataset, params, [],
+                          datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    t_all = time.perf_counter()
+    bar = tqdm(paths, desc="course", unit="notebook", disable=not progress, file=sys.stdout)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        executed = out_dir / path.name
+        record_path = out_dir / f"{path.stem}.figures.json"
+        old_env = os.environ.get(RECORD_ENV)
+        os.environ[RECORD_ENV] = str(record_path)
+        t0 = time.perf_counter()
+        error = None
+        try:
+            pm.execute_notebook(
+                str(path), str(executed), parameters=params, cwd=str(path.parent),
+                progress_bar=False, kernel_name=kernel_name, execution_timeout=cell_timeout,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded, the run goes on
+            error = _error_of(exc, executed)
+        finally:
+            if old_env is None:
+                os.environ.pop(RECORD_ENV, None)
+            else:
+                os.environ[RECORD_ENV] = old_env
+        seconds = time.perf_counter() - t0
+        nb = NotebookResult(path.stem, "failed" if error else "ok", round(seconds, 2),
+                            executed.name, error, read_record(record_path))
+        result.notebooks.append(nb)
+        result.total_seconds = time.perf_counter() - t_all
+        write_summary(result)  # after every notebook, so progress is never lost
+        status = "ok" if not error else f"FAILED ({error['ename']}: {error['evalue'][:200]})"
+        tqdm.write(f"{path.stem}: {status} in {seconds:.1f} s", file=sys.stdout)
+    bar.close()
+    return result
+
+
+def latest_run(base: str | Path | None = None) -> Path | None:
+    """The newest run folder under ``runs/`` that has a summary.json, or None."""
+    base = Path(base) if base else (PROJECT_ROOT or Path.cwd()) / "runs"
+    runs = sorted(p for p in base.glob("*") if (p / "summary.json").is_file())
+    return runs[-1] if runs else None

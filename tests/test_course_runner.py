@@ -1,0 +1,96 @@
+"""fnlab course run: choices validated up front, failures recorded, summary written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fnlab import course
+from fnlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, *cells: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\ndataset = "auto"\ndevice = "auto"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def tiny_course(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir / "00_ok.ipynb",
+              "from fnlab.recording import record\nrecord(auc=0.9, fn=2, dataset=dataset)")
+    _notebook(nbdir / "01_broken.ipynb", "x = 1", "raise ValueError('boom in cell two')")
+    _notebook(nbdir / "02_after.ipynb", "print(profile)")
+    monkeypatch.setattr(course, "notebooks_dir", lambda: nbdir)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["course", "run", "--profile", "huge"], "choose one of: smoke, full"),
+    (["course", "run", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["course", "run", "99_nothing"], "unknown notebook '99_nothing'; choose from: 00_ok"),
+])
+def test_bad_choices_exit_2_with_one_line_and_write_nothing(tiny_course, capsys, argv, expected):
+    out = tiny_course / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+    assert not out.exists(), "nothing may be written on a usage error"
+
+
+def test_failing_notebook_is_recorded_and_the_run_goes_on(tiny_course):
+    out = tiny_course / "out"
+    rc = main(["course", "run", "--out", str(out), "--no-progress", "-p", "seed", "3"])
+    assert rc == 1
+    summary = json.loads((out / "summary.json").read_text())
+    status = {nb["name"]: nb["status"] for nb in summary["notebooks"]}
+    assert status == {"00_ok": "ok", "01_broken": "failed", "02_after": "ok"}
+    broken = summary["notebooks"][1]
+    assert broken["error"]["ename"] == "ValueError" and "boom in cell two" in broken["error"]["evalue"]
+    assert "raise ValueError" in broken["error"]["cell_source"]
+    assert summary["notebooks"][0]["figures"] == {"auc": 0.9, "fn": 2, "dataset": "auto"}
+    assert summary["parameters"]["seed"] == 3 and summary["ok"] is False
+    assert all(nb["seconds"] > 0 for nb in summary["notebooks"])
+    md = (out / "summary.md").read_text()
+    assert "| 00_ok | ok |" in md and "| 01_broken | failed |" in md and "boom in cell two" in md
+    assert (out / "00_ok.ipynb").is_file() and (out / "02_after.ipynb").is_file()
+
+
+def test_notebook_selection_by_number_name_or_file(tiny_course):
+    picked = course.select_notebooks(["02", "00_ok", "01_broken.ipynb"])
+    assert [p.stem for p in picked] == ["02_after", "00_ok", "01_broken"]
+
+
+def test_out_folder_that_holds_files_is_refused(tiny_course, capsys):
+    out = tiny_course / "used"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["course", "run", "--out", str(out)]) == 2
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_cli_help_lists_subcommands():
+    res = subprocess.run([sys.executable, "-m", "fnlab", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    for sub in ("info", "course"):
+        assert sub in res.stdout
+
+
+def test_info_prints_versions_and_device(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("torch", "torchvision", "captum", "device", "data_dir", "datasets"):
+        assert key in out
