@@ -18,7 +18,7 @@ import sys
 from fnlab import __version__
 
 #: Subcommand modules, in the order ``fnlab --help`` lists them.
-SUBCOMMAND_MODULES = ("info", "data", "train", "evaluate", "course", "classroom")
+SUBCOMMAND_MODULES = ("info", "data", "train", "evaluate", "course", "classroom", "book")
 
 
 class UsageError(Exception):
