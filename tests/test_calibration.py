@@ -1,0 +1,103 @@
+"""fnlab.calibration: reliability curve, ECE, Brier and temperature scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import special
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+from fnlab import calibration as C
+from fnlab.predictions import Predictions
+
+
+def simulated(n=5000, sharpness=1.0, seed=0) -> Predictions:
+    """Labels drawn from true probabilities sigmoid(z); scores sigmoid(sharpness * z)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 2.0, n)
+    y = (rng.random(n) < special.expit(z)).astype(int)
+    return Predictions(y, special.expit(sharpness * z), model="sim", split="val")
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile"])
+def test_reliability_curve_matches_sklearn(strategy):
+    p = simulated(n=800, seed=1)
+    curve = C.reliability_curve(p, n_bins=8, strategy=strategy)
+    prob_true, prob_pred = calibration_curve(p.y_true, p.scores, n_bins=8, strategy=strategy)
+    np.testing.assert_allclose(curve["fraction_positive"], prob_true)
+    np.testing.assert_allclose(curve["mean_predicted"], prob_pred, rtol=1e-6)
+    assert curve["count"].sum() == len(p)
+    assert (curve["bin_lower"] <= curve["mean_predicted"] + 1e-9).all()
+    assert (curve["mean_predicted"] <= curve["bin_upper"] + 1e-9).all()
+
+
+def test_ece_hand_checked_and_zero_when_calibrated():
+    # bin [0, .5): 4 cases at 0.25, one positive; bin [.5, 1]: 4 cases at 0.75, three positive
+    calibrated = Predictions([0, 0, 0, 1, 1, 1, 1, 0], [0.25] * 4 + [0.75] * 4)
+    assert C.expected_calibration_error(calibrated, n_bins=2) == pytest.approx(0.0, abs=1e-6)
+    p = Predictions([0, 0, 1, 1, 1], [0.1, 0.2, 0.7, 0.8, 0.9])
+    assert C.expected_calibration_error(p, n_bins=2) == pytest.approx((2 * 0.15 + 3 * 0.2) / 5)
+
+
+def test_brier_and_nll_match_sklearn():
+    p = simulated(n=500, seed=2)
+    assert C.brier_score(p) == pytest.approx(brier_score_loss(p.y_true, p.scores))
+    assert C.negative_log_likelihood(p) == pytest.approx(log_loss(p.y_true, p.scores))
+    assert C.brier_score(Predictions([0, 1], [0.2, 0.6])) == pytest.approx(0.1)
+
+
+def test_temperature_fixes_over_confidence():
+    over = simulated(sharpness=3.0, seed=3)
+    t = C.fit_temperature(over)
+    assert 2.5 < t < 3.5  # the scores are exactly 3x too sharp
+    fixed = C.apply_temperature(over, t)
+    assert C.negative_log_likelihood(fixed) < C.negative_log_likelihood(over) - 0.05
+    assert C.expected_calibration_error(fixed) < C.expected_calibration_error(over) / 2
+    assert C.expected_calibration_error(fixed) < 0.03
+    assert C.brier_score(fixed) < C.brier_score(over)
+    # ranking (hence AUC) unchanged; labels, ids and name kept
+    assert roc_auc_score(fixed.y_true, fixed.scores) == pytest.approx(
+        roc_auc_score(over.y_true, over.scores)
+    )
+    assert fixed.model == over.model and fixed.meta["temperature"] == t
+    np.testing.assert_array_equal(fixed.ids, over.ids)
+
+
+def test_temperature_below_one_for_timid_scores_and_near_one_when_calibrated():
+    assert C.fit_temperature(simulated(sharpness=0.5, seed=4)) < 0.7
+    assert C.fit_temperature(simulated(sharpness=1.0, seed=5)) == pytest.approx(1.0, abs=0.1)
+    p = simulated(n=50, seed=6)
+    np.testing.assert_allclose(C.apply_temperature(p, 1.0).scores, p.scores, atol=1e-6)
+
+
+def test_temperature_multiclass():
+    rng = np.random.default_rng(7)
+    n, k = 3000, 3
+    logits = rng.normal(0, 1.5, (n, k))
+    probs = special.softmax(logits, axis=1)
+    y = np.array([rng.choice(k, p=row) for row in probs])
+    over = Predictions(y, special.softmax(2.5 * logits, axis=1), class_names=("n", "a", "b"))
+    t = C.fit_temperature(over)
+    assert 2.0 < t < 3.0
+    fixed = C.apply_temperature(over, t)
+    assert fixed.scores.shape == (n, k)
+    np.testing.assert_allclose(fixed.scores.sum(1), 1.0)
+    assert C.negative_log_likelihood(fixed) < C.negative_log_likelihood(over)
+    np.testing.assert_array_equal(fixed.scores.argmax(1), over.scores.argmax(1))
+
+
+def test_bad_input_is_a_clear_error():
+    p = simulated(n=20)
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        C.apply_temperature(p, 0.0)
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        C.apply_temperature(p, float("nan"))
+    with pytest.raises(ValueError, match="probabilities in \\[0, 1\\]"):
+        C.fit_temperature(Predictions([0, 1], [-2.0, 3.0], model="logits"))
+    with pytest.raises(ValueError, match="are empty"):
+        C.brier_score(Predictions([], []))
+    with pytest.raises(ValueError, match="unknown strategy"):
+        C.reliability_curve(p, strategy="kmeans")
+    with pytest.raises(ValueError, match="n_bins"):
+        C.expected_calibration_error(p, n_bins=0)
