@@ -1,0 +1,172 @@
+"""Figures the notebooks share: confusion heat maps, ROC/PR with operating points, galleries.
+
+Pure plotting on :class:`~fnlab.predictions.Predictions` and arrays (matplotlib and
+seaborn); no model and no torch. Each function draws on a given ``ax`` when one is
+passed and returns the figure or axes it drew on.
+
+Example
+-------
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> from fnlab.predictions import Predictions
+>>> p = Predictions([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9])
+>>> fig = threshold_panel(p, 0.5)
+>>> len(fig.axes) >= 3
+True
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from fnlab.metrics import binary_metrics
+from fnlab.operating import threshold_state
+from fnlab.predictions import Predictions
+
+#: Row/column labels of the clinical confusion matrix (truth down, decision across).
+TRUTH_LABELS = ("has pneumonia", "normal")
+DECISION_LABELS = ("says pneumonia", "says normal")
+
+
+def confusion_heatmap(counts: dict, ax=None, title: str | None = None):
+    """Seaborn heat map of TP/FN/FP/TN with the false negatives outlined in red.
+
+    ``counts`` is a dict with tp, fp, tn, fn (e.g. from :func:`fnlab.metrics.binary_metrics`).
+    """
+    ax = ax or plt.subplots(figsize=(3.6, 3.0))[1]
+    grid = np.array([[counts["tp"], counts["fn"]], [counts["fp"], counts["tn"]]])
+    labels = np.array([[f"TP\n{counts['tp']}", f"FN (missed)\n{counts['fn']}"],
+                       [f"FP (false alarm)\n{counts['fp']}", f"TN\n{counts['tn']}"]])
+    sns.heatmap(grid, annot=labels, fmt="", cbar=False, cmap="Blues", ax=ax,
+                xticklabels=DECISION_LABELS, yticklabels=TRUTH_LABELS, linewidths=1,
+                annot_kws={"fontsize": 9})
+    ax.add_patch(plt.Rectangle((1, 0), 1, 1, fill=False, edgecolor="crimson", lw=3))
+    ax.set_ylabel("truth")
+    ax.set_xlabel("model")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def roc_with_points(preds_list: Sequence[Predictions] | Predictions, ax=None,
+                    thresholds: Sequence[float] | float | None = None):
+    """ROC curves of one or more Predictions; the operating point at each threshold marked."""
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    preds_list = [preds_list] if isinstance(preds_list, Predictions) else list(preds_list)
+    thresholds = [] if thresholds is None else np.atleast_1d(thresholds)
+    for p in preds_list:
+        y, s = p.binary_truth(), p.positive_scores()
+        fpr, tpr, _ = roc_curve(y, s)
+        auc = binary_metrics(p, 0.5)["auc"]
+        line, = ax.plot(fpr, tpr, label=f"{p.model} (AUC {auc:.3f})")
+        for t in thresholds:
+            m = binary_metrics(p, float(t))
+            ax.plot(1 - m["specificity"], m["sensitivity"], "o", color=line.get_color(), ms=7,
+                    mec="black")
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    ax.set_xlabel("1 - specificity (false alarms)")
+    ax.set_ylabel("sensitivity (pneumonias caught)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def pr_with_points(preds_list: Sequence[Predictions] | Predictions, ax=None,
+                   thresholds: Sequence[float] | float | None = None):
+    """Precision-recall curves with the operating point at each threshold marked."""
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    preds_list = [preds_list] if isinstance(preds_list, Predictions) else list(preds_list)
+    thresholds = [] if thresholds is None else np.atleast_1d(thresholds)
+    for p in preds_list:
+        precision, recall, _ = precision_recall_curve(p.binary_truth(), p.positive_scores())
+        line, = ax.plot(recall, precision, label=p.model)
+        for t in thresholds:
+            m = binary_metrics(p, float(t))
+            if np.isfinite(m["ppv"]):
+                ax.plot(m["sensitivity"], m["ppv"], "o", color=line.get_color(), ms=7, mec="black")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (PPV)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(0, 1.01)
+    return ax
+
+
+def image_gallery(images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 6,
+                  axes=None, size: float = 1.6, empty_text: str = "none"):
+    """Show up to ``len(axes)`` images in a grid; returns the figure."""
+    images = np.asarray(images)
+    if axes is None:
+        nrows = max(1, int(np.ceil(max(len(images), 1) / ncols)))
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3))
+    else:
+        fig = np.ravel(axes)[0].figure
+    axes = np.ravel(axes)
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < len(images):
+            img = images[i]
+            ax.imshow(img if img.ndim == 2 else np.moveaxis(img, 0, -1).squeeze(), cmap="gray")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    if len(images) == 0:
+        axes[0].text(0.5, 0.5, empty_text, ha="center", va="center", transform=axes[0].transAxes)
+    return fig
+
+
+def threshold_panel(preds: Predictions, threshold: float, prevalence: float | None = None,
+                    images: np.ndarray | None = None, max_gallery: int = 6, fig=None):
+    """The threshold lesson on one figure: confusion matrix, ROC and PR operating points,
+    rates at a chosen prevalence and (when ``images`` are given) the false negatives.
+
+    ``images`` is indexed by ``preds.ids``. Used by the slider and as its static companion.
+    """
+    state = threshold_state(preds, threshold, prevalence)
+    with_gallery = images is not None
+    fig = fig or plt.figure(figsize=(12, 6.2 if with_gallery else 3.8))
+    fig.clear()
+    rows = 2 if with_gallery else 1
+    gs = fig.add_gridspec(rows, 4, height_ratios=[3, 1.6][:rows], wspace=0.45, hspace=0.5)
+    confusion_heatmap(state, fig.add_subplot(gs[0, 0]), title=f"threshold {state['threshold']:.2f}")
+    roc_with_points(preds, fig.add_subplot(gs[0, 1]), state["threshold"])
+    pr_with_points(preds, fig.add_subplot(gs[0, 2]), state["threshold"])
+    ax = fig.add_subplot(gs[0, 3])
+    ax.axis("off")
+    ax.text(0, 1, state["text"], va="top", family="monospace", fontsize=9)
+    if with_gallery:
+        fn_ids = state["fn_ids"][:max_gallery]
+        sub = gs[1, :].subgridspec(1, max_gallery)
+        gallery_axes = np.array([fig.add_subplot(sub[0, i]) for i in range(max_gallery)])
+        scores = dict(zip(preds.ids.tolist(), preds.positive_scores().tolist()))
+        image_gallery(np.asarray(images)[fn_ids] if fn_ids else np.zeros((0, 2, 2)),
+                      [f"missed, score {scores[i]:.2f}" for i in fn_ids], axes=gallery_axes,
+                      empty_text="no false negatives at this threshold")
+    return fig
+
+
+def thresholds_side_by_side(preds: Predictions, thresholds: Sequence[float],
+                            prevalence: float | None = None):
+    """Static companion of the slider: confusion matrices at a few thresholds in one row."""
+    fig, axes = plt.subplots(1, len(thresholds), figsize=(3.3 * len(thresholds), 3.4))
+    for ax, t in zip(np.ravel(axes), thresholds):
+        s = threshold_state(preds, t, prevalence)
+        confusion_heatmap(s, ax, title=f"t={t:.2f}  sens {s['sensitivity']:.2f}  "
+                                       f"spec {s['specificity']:.2f}")
+    fig.tight_layout()
+    return fig
+
+
+def history_plot(history, metrics: Sequence[str] = ("train_loss", "val_loss", "val_auc"), ax=None):
+    """Training curves from a trainer history table (one line per metric present)."""
+    ax = ax or plt.subplots(figsize=(5, 3))[1]
+    for name in metrics:
+        if name in history:
+            ax.plot(history["epoch"], history[name], marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=8)
+    return ax
