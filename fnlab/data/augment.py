@@ -1,0 +1,195 @@
+"""Augmentation presets on ``torchvision.transforms.v2`` for chest radiographs.
+
+Every preset maps a float tensor ``C x H x W`` in [0, 1] (what
+:meth:`fnlab.data.imageset.ImageSet.torch_dataset` yields) to a tensor of the same
+shape, still in [0, 1]. Use them on the **training** split only.
+
+======== =================================================================
+preset   what it does
+======== =================================================================
+none     nothing (validation, test, and the baseline)
+light    rotation <= 5 deg, shift <= 4 %, scale 0.95-1.05, mild brightness/contrast
+standard rotation <= 10 deg, shift <= 8 %, scale 0.9-1.1, brightness/contrast/gamma,
+         Gaussian noise, mild elastic warp (about 1 % of the image side)
+strong   the same plausible geometric ranges applied more often, plus stronger
+         intensity changes, noise, slight blur and a 2 % elastic warp
+over     deliberately too much: rotations up to 180 deg, flips both ways, crops
+         down to 20 % of the image, heavy elastic warp, intensity inversion
+======== =================================================================
+
+**Horizontal flips are off by default.** A chest radiograph is not left-right
+symmetric: the heart lies on the left, the right hemidiaphragm sits higher, the
+aortic knob and gastric bubble are left-sided, and the two lungs have different
+lobes. A flipped film shows anatomy that only a patient with situs inversus or
+dextrocardia has, and markers/side labels read backwards. A model trained on flips
+learns that laterality does not matter, which blurs exactly the cues a radiologist
+uses (e.g. a left-lower-lobe opacity behind the heart). Pass ``hflip=True`` to add
+them anyway (e.g. to measure the effect in a lesson).
+
+The ``over`` preset exists for the lesson that shows the harm of over-augmentation:
+upside-down, mirrored, inverted and heavily warped images are not radiographs any
+more, so the model spends capacity on impossible inputs and its sensitivity on real
+ones drops.
+
+Example
+-------
+>>> import torch
+>>> aug = get_augment("standard", image_size=32)
+>>> torch.manual_seed(0) is not None
+True
+>>> y = aug(torch.rand(1, 32, 32))
+>>> tuple(y.shape), float(y.min()) >= 0.0, float(y.max()) <= 1.0
+((1, 32, 32), True, True)
+>>> sorted(list_presets())
+['light', 'none', 'over', 'standard', 'strong']
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+#: One-line description of every preset.
+PRESETS: dict[str, str] = {
+    "none": "no augmentation (val/test and the baseline)",
+    "light": "rotation <=5 deg, shift <=4%, scale 0.95-1.05, mild brightness/contrast",
+    "standard": "rotation <=10 deg, shift <=8%, scale 0.9-1.1, brightness/contrast/gamma, "
+    "noise, mild elastic",
+    "strong": "plausible geometry more often, stronger intensity/gamma/noise, slight blur, "
+    "2% elastic",
+    "over": "HARMFUL on purpose: rotations to 180 deg, flips both ways, crops to 20%, "
+    "heavy elastic, inversion",
+}
+
+
+def list_presets() -> dict[str, str]:
+    """Preset names with one-line descriptions.
+
+    >>> list_presets()["none"]
+    'no augmentation (val/test and the baseline)'
+    """
+    return dict(PRESETS)
+
+
+class RandomGamma(torch.nn.Module):
+    """Gamma correction ``x ** g`` with ``g`` log-uniform in ``gamma`` (exposure/detector curve).
+
+    >>> import torch
+    >>> t = RandomGamma((2.0, 2.0), p=1.0)
+    >>> float(t(torch.full((1, 2, 2), 0.5))[0, 0, 0])
+    0.25
+    """
+
+    def __init__(self, gamma: tuple[float, float] = (0.8, 1.25), p: float = 0.5):
+        super().__init__()
+        lo, hi = float(gamma[0]), float(gamma[1])
+        if not 0 < lo <= hi:
+            raise ValueError(f"gamma range must satisfy 0 < low <= high, got {gamma!r}")
+        self.gamma = (lo, hi)
+        self.p = float(p)
+
+    def forward(self, x):
+        if self.p < 1.0 and float(torch.rand(())) >= self.p:
+            return x
+        lo, hi = math.log(self.gamma[0]), math.log(self.gamma[1])
+        g = math.exp(lo + (hi - lo) * float(torch.rand(())))
+        return F.adjust_gamma(x, g)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, p={self.p}"
+
+
+class Clamp01(torch.nn.Module):
+    """Clamp to [0, 1] (keeps every preset's output a valid image)."""
+
+    def forward(self, x):
+        return x.clamp(0.0, 1.0)
+
+
+def elastic(image_size: int, percent: float) -> v2.ElasticTransform:
+    """An elastic warp whose RMS displacement is about ``percent`` % of the image side.
+
+    torchvision's ``alpha`` is in pixels of a normalised grid, so the same ``alpha``
+    means a different warp at 28 and at 224 px; this scales it with the image size
+    (smoothness ``sigma`` = 8 % of the side).
+
+    >>> elastic(64, 1.0).sigma
+    [5.12, 5.12]
+    """
+    s = float(image_size)
+    return v2.ElasticTransform(alpha=percent / 100.0 * s * s, sigma=0.08 * s)
+
+
+def get_augment(preset: str = "standard", image_size: int = 64, *, hflip: bool = False):
+    """Return the augmentation pipeline for ``preset`` (see :data:`PRESETS`).
+
+    Parameters
+    ----------
+    preset : ``"none"``, ``"light"``, ``"standard"``, ``"strong"`` or ``"over"``.
+    image_size : side of the (square) images the pipeline will see.
+    hflip : add random horizontal flips (off by default: chest anatomy is not
+        left-right symmetric; see the module docstring). ``"over"`` always flips.
+
+    >>> get_augment("none", 28)(torch.ones(1, 28, 28)).mean().item()
+    1.0
+    >>> get_augment("sideways", 28)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown augmentation preset 'sideways'; choose one of: none, light, standard, strong, over
+    """
+    if preset not in PRESETS:
+        raise ValueError(
+            f"unknown augmentation preset {preset!r}; choose one of: {', '.join(PRESETS)}"
+        )
+    image_size = int(image_size)
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    ops: list = []
+    if preset == "none":
+        ops = [v2.Identity()]
+    elif preset == "light":
+        ops = [
+            v2.RandomAffine(degrees=5, translate=(0.04, 0.04), scale=(0.95, 1.05),
+                            interpolation=v2.InterpolationMode.BILINEAR, fill=0),
+            v2.ColorJitter(brightness=0.1, contrast=0.1),
+        ]
+    elif preset == "standard":
+        ops = [
+            v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1),
+                            interpolation=v2.InterpolationMode.BILINEAR, fill=0),
+            v2.RandomApply([elastic(image_size, 1.0)], p=0.25),
+            v2.ColorJitter(brightness=0.2, contrast=0.2),
+            RandomGamma((0.8, 1.25), p=0.5),
+            v2.RandomApply([v2.GaussianNoise(sigma=0.02)], p=0.3),
+        ]
+    elif preset == "strong":
+        ops = [
+            v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1), shear=3,
+                            interpolation=v2.InterpolationMode.BILINEAR, fill=0),
+            v2.RandomApply([elastic(image_size, 2.0)], p=0.5),
+            v2.ColorJitter(brightness=0.3, contrast=0.3),
+            RandomGamma((0.7, 1.4), p=0.7),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 0.8))], p=0.2),
+            v2.RandomApply([v2.GaussianNoise(sigma=0.04)], p=0.5),
+        ]
+    else:  # "over": the harmful preset, on purpose
+        ops = [
+            v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), ratio=(0.5, 2.0), antialias=True),
+            v2.RandomRotation(180, interpolation=v2.InterpolationMode.BILINEAR, fill=0),
+            v2.RandomHorizontalFlip(0.5),
+            v2.RandomVerticalFlip(0.5),
+            v2.RandomApply([elastic(image_size, 8.0)], p=0.8),
+            v2.ColorJitter(brightness=0.6, contrast=0.6),
+            RandomGamma((0.4, 2.5), p=0.8),
+            v2.RandomInvert(p=0.5),
+            v2.RandomApply([v2.GaussianNoise(sigma=0.1)], p=0.7),
+        ]
+    if hflip and preset not in ("none", "over"):
+        ops.insert(0, v2.RandomHorizontalFlip(0.5))
+    elif hflip and preset == "none":
+        ops = [v2.RandomHorizontalFlip(0.5)]
+    ops.append(Clamp01())
+    return v2.Compose(ops)
