@@ -1,0 +1,478 @@
+"""PneumoniaMNIST (MedMNIST v2): file registry, download with checksums, ``.npz`` loading.
+
+The official files live in Zenodo record 10519652 (MedMNIST+ added the 64, 128 and
+224 px versions to the original 28 px one). The same 5,856 paediatric chest X-rays
+(Kermany et al., 2018) are split 4,708 / 524 / 624 (train / val / test); the test set
+is the 624-image set on which published results are reported.
+
+- :func:`download` fetches one file with a progress bar, verifies its md5 (a bad
+  download is deleted and reported) and, when the network fails, raises
+  :class:`DownloadError` whose message lists the manual steps.
+- :func:`load_npz` loads *any* ``.npz`` of the MedMNIST layout (``train_images``,
+  ``train_labels``, ``val_images``, ... ) from an explicit path, validating keys,
+  lengths, label range and dtype. A file whose md5 differs from the official one
+  (a variant, a subset, a re-export) is **loaded with a warning naming both
+  checksums** - never treated as a corrupt download.
+
+MedMNIST has no patient identifiers, so ``patient_ids`` is None.
+
+Licence: CC BY 4.0. Cite MedMNIST v2 and the source images (see :data:`CITATION`).
+
+Example
+-------
+>>> file_info(64).filename, file_info(64).md5
+('pneumoniamnist_64.npz', '8f4eceb4ccffa70c672198ea285246c6')
+>>> file_info(28).url
+'https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fnlab.config import data_dir
+from fnlab.data.imageset import BINARY_CLASSES, ImageSet
+
+ZENODO_RECORD = "10519652"
+SPLITS = ("train", "val", "test")
+LICENCE = "CC BY 4.0"
+HOMEPAGE = "https://medmnist.com/"
+CITATION = (
+    "Yang J, Shi R, Wei D, Liu Z, Zhao L, Ke B, Pfister H, Ni B. MedMNIST v2 - A large-scale "
+    "lightweight benchmark for 2D and 3D biomedical image classification. Scientific Data "
+    "10, 41 (2023). Source images: Kermany DS, Goldbaum M, et al. Identifying medical "
+    "diagnoses and treatable diseases by image-based deep learning. Cell 172(5):1122-1131 "
+    "(2018)."
+)
+#: Official split sizes (identical for every image size).
+N_SAMPLES = {"train": 4708, "val": 524, "test": 624}
+
+
+@dataclass(frozen=True)
+class MedMNISTFile:
+    """One official PneumoniaMNIST file."""
+
+    size: int
+    filename: str
+    md5: str
+    n_samples: dict = field(default_factory=lambda: dict(N_SAMPLES))
+
+    @property
+    def url(self) -> str:
+        return f"https://zenodo.org/records/{ZENODO_RECORD}/files/{self.filename}?download=1"
+
+
+#: size -> official file (names and md5 from the medmnist package's INFO dict).
+PNEUMONIAMNIST: dict[int, MedMNISTFile] = {
+    28: MedMNISTFile(28, "pneumoniamnist.npz", "28209eda62fecd6e6a2d98b1501bb15f"),
+    64: MedMNISTFile(64, "pneumoniamnist_64.npz", "8f4eceb4ccffa70c672198ea285246c6"),
+    128: MedMNISTFile(128, "pneumoniamnist_128.npz", "05b46931834c231683c68f40c47b2971"),
+    224: MedMNISTFile(224, "pneumoniamnist_224.npz", "d6a3c71de1b945ea11211b03746c1fe1"),
+}
+SIZES = tuple(PNEUMONIAMNIST)
+
+
+class DownloadError(RuntimeError):
+    """A download failed; the message says why and lists the manual steps."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's md5 did not match; the file has been deleted."""
+
+
+class ChecksumWarning(UserWarning):
+    """A local ``.npz`` differs from the official file (loaded anyway)."""
+
+
+class NpzFormatError(ValueError):
+    """A ``.npz`` file does not have the MedMNIST layout; the message names the file."""
+
+    def __init__(self, path, problems: list[str]):
+        self.path = str(path)
+        self.problems = list(problems)
+        text = "; ".join(self.problems)
+        super().__init__(f"{self.path}: {text}")
+
+
+def file_info(size: int = 28) -> MedMNISTFile:
+    """Registry entry for the official file of side ``size`` (28, 64, 128 or 224).
+
+    >>> file_info(30)
+    Traceback (most recent call last):
+    ...
+    ValueError: PneumoniaMNIST has no 30 px file; sizes: 28, 64, 128, 224
+    """
+    try:
+        return PNEUMONIAMNIST[int(size)]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"PneumoniaMNIST has no {size} px file; sizes: {', '.join(map(str, SIZES))}"
+        ) from None
+
+
+def md5sum(path, chunk_size: int = 1 << 20) -> str:
+    """md5 hex digest of a file, read in chunks.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x"); _ = open(p, "wb").write(b"abc")
+    >>> md5sum(p)
+    '900150983cd24fb0d6963f7d28e17f72'
+    """
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_path(size: int = 28) -> Path | None:
+    """``data_dir()/<official name>`` when that file exists, else None.
+
+    >>> cached_path(28) is None or cached_path(28).name == "pneumoniamnist.npz"
+    True
+    """
+    path = data_dir() / file_info(size).filename
+    return path if path.is_file() else None
+
+
+def manual_steps(size: int = 28, target=None, url: str | None = None,
+                 md5: str | None = None) -> str:
+    """Instructions for fetching the file by hand (part of every DownloadError).
+
+    >>> "md5" in manual_steps(28, "/tmp/x/pneumoniamnist.npz")
+    True
+    """
+    info = file_info(size)
+    url = url or info.url
+    md5 = md5 or info.md5
+    target = Path(target) if target is not None else data_dir() / info.filename
+    return (
+        "Manual steps:\n"
+        f"  1. On a machine with internet access, download\n       {url}\n"
+        f"     (browser, or: curl -L -o {info.filename} '{url}')\n"
+        f"  2. Check its md5 is {md5}\n"
+        f"     (md5sum {info.filename}, or: python -c \"import hashlib,sys; "
+        f"print(hashlib.md5(open(sys.argv[1],'rb').read()).hexdigest())\" {info.filename})\n"
+        f"  3. Put it at {target}\n"
+        "     (or anywhere, then load it with load_dataset('pneumoniamnist', "
+        "data_path=PATH) and validate it with: fnlab data check PATH)"
+    )
+
+
+def _target_path(size: int, dest) -> Path:
+    info = file_info(size)
+    if dest is None:
+        return data_dir(create=True) / info.filename
+    dest = Path(dest).expanduser()
+    if dest.suffix == ".npz":
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest / info.filename
+
+
+def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float = 60.0,
+             force: bool = False, url: str | None = None, md5: str | None = None) -> Path:
+    """Download the official PneumoniaMNIST file of side ``size``; return its path.
+
+    Parameters
+    ----------
+    size : 28, 64, 128 or 224.
+    dest : a folder, or a ``.npz`` file path; default ``data_dir()``.
+    progress : show a tqdm progress bar.
+    timeout : seconds to wait for the server before giving up.
+    force : download again even when a file is already there.
+    url, md5 : override the registry (mirrors, tests).
+
+    A file already present with the right md5 is kept (no network). The download
+    goes to ``<name>.part`` and is renamed only after the md5 matched; a mismatch
+    deletes it and raises :class:`ChecksumError`; a network failure raises
+    :class:`DownloadError` with the manual steps.
+
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()  # a file already in place is verified, not fetched
+    >>> _ = open(os.path.join(folder, "pneumoniamnist.npz"), "wb").write(b"abc")
+    >>> download(28, folder, md5="900150983cd24fb0d6963f7d28e17f72").name
+    'pneumoniamnist.npz'
+    """
+    info = file_info(size)
+    url = url or info.url
+    expected = (md5 or info.md5).lower()
+    target = _target_path(size, dest)
+    steps = manual_steps(size, target, url, expected)
+
+    if target.exists() and not force:
+        found = md5sum(target)
+        if found == expected:
+            return target
+        raise DownloadError(
+            f"{target} already exists but its md5 is {found}, not the official {expected} "
+            "(a variant or a modified copy?). Load it directly with load_npz(path), or pass "
+            "force=True (CLI: --force) to replace it with the official file."
+        )
+
+    part = target.with_name(target.name + ".part")
+    digest = hashlib.md5()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "fnlab (course kit)"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            from tqdm.auto import tqdm
+
+            with open(part, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=info.filename, disable=not progress, leave=False,
+            ) as bar:
+                while True:
+                    block = response.read(1 << 16)
+                    if not block:
+                        break
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"could not download {info.filename} from {url}: HTTP {exc.code} {exc.reason}\n{steps}"
+        ) from exc
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadError(
+            f"could not download {info.filename} from {url}: {reason} "
+            f"(offline, behind a proxy, or the server is down?)\n{steps}"
+        ) from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+    found = digest.hexdigest()
+    if found != expected:
+        nbytes = part.stat().st_size
+        part.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"downloaded {info.filename} from {url} ({nbytes:,} bytes) but its md5 is {found}, "
+            f"not the expected {expected}; the bad file was deleted. Try again, or:\n{steps}"
+        )
+    os.replace(part, target)
+    return target
+
+
+# --------------------------------------------------------------------------- loading
+def _read_npz(path: Path, keys: list[str]) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """Read the wanted arrays; return (arrays, problems, all keys in the file)."""
+    problems: list[str] = []
+    arrays: dict[str, np.ndarray] = {}
+    if not path.is_file():
+        raise NpzFormatError(path, ["file not found" if not path.exists() else "not a file"])
+    if path.stat().st_size == 0:
+        raise NpzFormatError(path, ["empty file (0 bytes)"])
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise NpzFormatError(path, [f"not a readable .npz archive ({exc})"]) from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise NpzFormatError(path, ["holds a single array (.npy), not a .npz archive of arrays"])
+    with npz:
+        present = list(npz.files)
+        missing = [k for k in keys if k not in present]
+        if missing:
+            problems.append(
+                f"missing keys {', '.join(missing)} (found: {', '.join(present) or 'none'}; "
+                "the MedMNIST layout has train_images, train_labels, val_images, val_labels, "
+                "test_images, test_labels)"
+            )
+        for key in keys:
+            if key not in present:
+                continue
+            try:
+                arrays[key] = npz[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    problems.append(
+                        f"{key} is a Python object array (images of mixed sizes, or pickled "
+                        "objects), which fnlab does not unpickle; save one uint8 array "
+                        "N x H x W (fnlab.data.preprocess.preprocess_images resizes mixed sizes)"
+                    )
+                else:
+                    problems.append(f"{key}: cannot read array ({exc})")
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                problems.append(f"{key}: corrupt or truncated data ({exc})")
+    return arrays, problems, present
+
+
+def _clean_images(key: str, a: np.ndarray, problems: list[str], notes: list[str]):
+    if a.ndim == 4 and a.shape[-1] in (1, 3, 4):
+        if a.shape[-1] == 1:
+            a = a[..., 0]
+        else:
+            from fnlab.data.imageio import to_grayscale
+
+            notes.append(f"{key}: colour images ({a.shape[-1]} channels) converted to grayscale")
+            a = np.stack([to_grayscale(x) for x in a]) if len(a) else a[..., 0]
+    elif a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3:
+        problems.append(f"{key}: expected images N x H x W, got shape {a.shape}")
+        return None
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        problems.append(f"{key}: dtype {a.dtype} is not a numeric image type (expected uint8)")
+        return None
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if np.issubdtype(a.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
+        notes.append(f"{key}: float images in [0, 1] scaled to uint8")
+        return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+    if lo >= 0 and hi <= 255 and np.all(np.mod(a, 1) == 0):
+        notes.append(f"{key}: dtype {a.dtype} converted to uint8 (values within 0..255)")
+        return a.astype(np.uint8)
+    problems.append(
+        f"{key}: dtype {a.dtype} with values {lo:g}..{hi:g} cannot be read as 8-bit images "
+        "(expected uint8 0..255, or floats in [0, 1])"
+    )
+    return None
+
+
+def _clean_labels(key: str, a: np.ndarray, n_classes: int, class_names, problems: list[str]):
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        problems.append(
+            f"{key}: expected labels shaped (N,) or (N, 1), got {a.shape} "
+            "(multi-label files are not supported)"
+        )
+        return None
+    if not np.issubdtype(a.dtype, np.number):
+        problems.append(f"{key}: dtype {a.dtype} is not numeric")
+        return None
+    if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.mod(a, 1) == 0):
+        problems.append(f"{key}: labels must be whole numbers, found e.g. {a[np.mod(a, 1) != 0][0]}")
+        return None
+    labels = a.astype(np.int64)
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        values = ", ".join(str(v) for v in np.unique(labels[bad])[:5])
+        problems.append(
+            f"{key}: {int(bad.sum())} labels out of range (values {values}); expected 0..{n_classes - 1} "
+            f"for classes {list(class_names)}"
+        )
+        return None
+    return labels
+
+
+def inspect_npz(path, class_names=BINARY_CLASSES, splits=SPLITS):
+    """Validate a MedMNIST-layout ``.npz`` without raising.
+
+    Returns ``(sets, problems, notes)``: the cleaned ``dict[str, ImageSet]`` (only
+    when there are no problems), a list of problems (each names the array and what
+    is wrong) and notes (conversions, checksum).
+    """
+    path = Path(path)
+    keys = [f"{s}_{kind}" for s in splits for kind in ("images", "labels")]
+    try:
+        arrays, problems, _present = _read_npz(path, keys)
+    except NpzFormatError as exc:
+        return {}, exc.problems, []
+    notes: list[str] = []
+    class_names = tuple(class_names)
+    cleaned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    shapes = {}
+    for split in splits:
+        ik, lk = f"{split}_images", f"{split}_labels"
+        if ik not in arrays or lk not in arrays:
+            continue
+        images = _clean_images(ik, arrays[ik], problems, notes)
+        labels = _clean_labels(lk, arrays[lk], len(class_names), class_names, problems)
+        if images is None or labels is None:
+            continue
+        if len(images) != len(labels):
+            problems.append(
+                f"{split}: {len(images)} images ({ik}) but {len(labels)} labels ({lk})"
+            )
+            continue
+        if len(images) == 0:
+            problems.append(f"{split}: empty split (0 images)")
+            continue
+        shapes[split] = images.shape[1:]
+        cleaned[split] = (images, labels)
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{s} {h}x{w}" for s, (h, w) in shapes.items())
+        problems.append(f"splits have images of mixed sizes ({desc})")
+    if problems:
+        return {}, problems, notes
+    sets = {
+        split: ImageSet(images, labels, class_names=class_names, split=split,
+                        source=str(path), meta={"index": np.arange(len(labels))})
+        for split, (images, labels) in cleaned.items()
+    }
+    return sets, [], notes
+
+
+def load_npz(path, size: int | None = None, verify: str = "warn",
+             class_names=BINARY_CLASSES, splits=SPLITS) -> dict[str, ImageSet]:
+    """Load a MedMNIST-layout ``.npz`` (official, variant or your own) from ``path``.
+
+    Parameters
+    ----------
+    path : the ``.npz`` file.
+    size : expected image side; None infers it from the arrays.
+    verify : ``"warn"`` (default) warns with both checksums when the file is not the
+        official one of its size; ``"strict"`` raises :class:`ChecksumError` instead;
+        ``"off"`` skips the md5.
+    class_names : names of the label values (index 0 = normal).
+    splits : which splits to load.
+
+    Returns ``{"train": ImageSet, "val": ..., "test": ...}`` with ``meta`` holding
+    ``md5``, ``official`` (bool) and the per-image ``index`` within the file.
+    Raises :class:`NpzFormatError` (a ValueError naming the file and every problem)
+    for missing keys, length mismatches, labels out of range, bad dtypes or mixed sizes.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "mine.npz")
+    >>> z = np.zeros((2, 28, 28), np.uint8)
+    >>> np.savez(p, train_images=z, train_labels=[[0], [1]], val_images=z,
+    ...          val_labels=[0, 1], test_images=z, test_labels=[1, 0])
+    >>> sets = load_npz(p, verify="off")
+    >>> sets["train"].summary()
+    'train: 2 images (28, 28) (normal=1, pneumonia=1)'
+    """
+    if verify not in ("warn", "strict", "off"):
+        raise ValueError(f"verify must be 'warn', 'strict' or 'off', got {verify!r}")
+    path = Path(path).expanduser()
+    sets, problems, _notes = inspect_npz(path, class_names=class_names, splits=splits)
+    if problems:
+        raise NpzFormatError(path, problems)
+    side = next(iter(sets.values())).images.shape[-1]
+    if size is not None and int(size) != side:
+        raise NpzFormatError(path, [f"images are {side} px but size={size} was requested"])
+
+    digest = official = None
+    if verify != "off":
+        digest = md5sum(path)
+        info = PNEUMONIAMNIST.get(side)
+        official = info is not None and digest == info.md5
+        if not official:
+            if info is None:
+                msg = (f"{path}: no official PneumoniaMNIST file has {side} px images "
+                       f"(md5 {digest}); loading it as a user-supplied file")
+            else:
+                msg = (f"{path}: md5 {digest} differs from the official {info.filename} "
+                       f"(md5 {info.md5}); loading it as a user-supplied file (a variant, "
+                       "subset or re-export), not the official MedMNIST release")
+            if verify == "strict":
+                raise ChecksumError(msg)
+            warnings.warn(msg, ChecksumWarning, stacklevel=2)
+    for s in sets.values():
+        s.meta.update(md5=digest, official=official, file=str(path))
+    return sets
