@@ -54,8 +54,7 @@ def min_cost_state(tune_preds: Predictions, cost_ratio: float, prevalence: float
     >>> min_cost_state(p, 10.0)["threshold"] <= min_cost_state(p, 0.5)["threshold"]
     True
     """
-    choice = min_cost_threshold(tune_preds, cost_ratio, prevalence=prevalence)
-    t = float(getattr(choice, "threshold", choice))
+    t = float(min_cost_threshold(tune_preds, cost_ratio, prevalence=prevalence))
     return {"cost_ratio": float(cost_ratio), "threshold": t,
             "text": f"minimum-cost threshold for FN:FP = {cost_ratio:g}:1 is {t:.3f}"}
 
@@ -111,13 +110,14 @@ class ThresholdExplorer:
         self.readout.value = readout_html(state)
         if not self.show_figure:
             return
+        from IPython.display import display
+
         with self.output:
             self.output.clear_output(wait=True)
-            if self.fig is not None:
-                plt.close(self.fig)
             self.fig = threshold_panel(self.preds, state["threshold"], state["prevalence"],
                                        images=self.images)
-            plt.show(self.fig)
+            display(self.fig)
+            plt.close(self.fig)  # shown once, inside the widget's output area
 
     def _update_cost(self, change=None) -> None:
         self.min_cost = min_cost_state(self.tune_preds, self.cost_ratio.value, self.prevalence.value)
