@@ -79,7 +79,9 @@ def _check_bins(n_bins: int, strategy: str) -> None:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {_STRATEGIES}")
 
 
-def reliability_curve(preds: Predictions, n_bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
+def reliability_curve(
+    preds: Predictions, n_bins: int = 10, strategy: str = "uniform"
+) -> pd.DataFrame:
     """Reliability diagram data: per non-empty bin, mean score vs observed positive rate.
 
     Uses :func:`sklearn.calibration.calibration_curve` and adds the bin edges and the

@@ -90,7 +90,9 @@ def check_members(members: Sequence[Predictions], min_members: int = 1) -> list[
     ValueError: ensemble member 'vit' does not match 'cnn': labels (y_true) differ at 1 case(s) (first at index 0)
     """
     if isinstance(members, Predictions):
-        raise TypeError("expected a list of Predictions (the ensemble members), got one Predictions")
+        raise TypeError(
+            "expected a list of Predictions (the ensemble members), got one Predictions"
+        )
     members = list(members)
     if len(members) < min_members:
         raise ValueError(f"an ensemble needs at least {min_members} member(s), got {len(members)}")
@@ -106,9 +108,7 @@ def check_members(members: Sequence[Predictions], min_members: int = 1) -> list[
         if p.split != first.split:
             raise ValueError(f"{where}: split {p.split!r} vs {first.split!r}")
         if p.scores.shape[1:] != first.scores.shape[1:]:
-            raise ValueError(
-                f"{where}: scores of shape {p.scores.shape} vs {first.scores.shape}"
-            )
+            raise ValueError(f"{where}: scores of shape {p.scores.shape} vs {first.scores.shape}")
         if not np.array_equal(np.asarray(p.ids), np.asarray(first.ids)):
             raise ValueError(f"{where}: case ids differ (same cases in the same order needed)")
         diff = np.flatnonzero(p.y_true != first.y_true)
@@ -125,7 +125,9 @@ def _thresholds(members: Sequence[Predictions], thresholds) -> np.ndarray:
     if isinstance(thresholds, Mapping):
         missing = [n for n in names if n not in thresholds]
         if missing:
-            raise ValueError(f"no threshold given for member(s) {missing}; got {sorted(thresholds)}")
+            raise ValueError(
+                f"no threshold given for member(s) {missing}; got {sorted(thresholds)}"
+            )
         values = [thresholds[n] for n in names]
     elif np.ndim(thresholds) == 0:
         values = [thresholds] * len(members)
@@ -237,7 +239,9 @@ def max_ensemble(members: Sequence[Predictions], name: str = "max") -> Predictio
     return _make(members, _positive_matrix(members).max(axis=1), name, "max")
 
 
-def majority_vote(members: Sequence[Predictions], thresholds=0.5, name: str = "vote") -> Predictions:
+def majority_vote(
+    members: Sequence[Predictions], thresholds=0.5, name: str = "vote"
+) -> Predictions:
     """Share of members that call the case positive (each at its own threshold).
 
     A threshold of 0.5 on the result is a majority vote (a tie counts as positive),
@@ -412,9 +416,13 @@ def missed_positives(
         if ensemble_threshold is None:
             raise ValueError("missed_positives: give ensemble_threshold with the ensemble")
         first = members[0]
-        if not isinstance(ensemble, Predictions) or len(ensemble) != len(first) or not (
-            np.array_equal(ensemble.binary_truth(), first.binary_truth())
-            and np.array_equal(np.asarray(ensemble.ids), np.asarray(first.ids))
+        if (
+            not isinstance(ensemble, Predictions)
+            or len(ensemble) != len(first)
+            or not (
+                np.array_equal(ensemble.binary_truth(), first.binary_truth())
+                and np.array_equal(np.asarray(ensemble.ids), np.asarray(first.ids))
+            )
         ):
             raise ValueError(
                 f"missed_positives: ensemble {getattr(ensemble, 'model', ensemble)!r} does not "

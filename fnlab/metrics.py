@@ -535,7 +535,9 @@ def net_benefit(preds: Predictions, thresholds) -> pd.DataFrame:
     pt = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     bad = ~((pt >= 0) & (pt < 1))
     if bad.any():
-        raise ValueError(f"net_benefit: threshold probabilities must be in [0, 1), got {pt[bad][0]!r}")
+        raise ValueError(
+            f"net_benefit: threshold probabilities must be in [0, 1), got {pt[bad][0]!r}"
+        )
     y, s = _binary_arrays(preds)
     n = len(y)
     if n == 0:
@@ -551,4 +553,3 @@ def net_benefit(preds: Predictions, thresholds) -> pd.DataFrame:
             "treat_none": np.zeros_like(pt),
         }
     )
-

@@ -87,8 +87,7 @@ def _val_arrays(
         )
     if need_negatives and y.all():
         raise ValueError(
-            f"{who}: validation {name} hold no negative (normal) case; "
-            "specificity is undefined"
+            f"{who}: validation {name} hold no negative (normal) case; specificity is undefined"
         )
     if s.min() < 0 or s.max() > 1:
         raise ValueError(
@@ -142,9 +141,7 @@ def threshold_for_specificity(val: Predictions, target_specificity: float) -> fl
     0.5
     """
     target = _check_level("target_specificity", target_specificity)
-    y, s = _val_arrays(
-        val, "threshold_for_specificity", need_positives=False, need_negatives=True
-    )
+    y, s = _val_arrays(val, "threshold_for_specificity", need_positives=False, need_negatives=True)
     neg = np.sort(s[y == 0])
     m = max(1, math.ceil(target * len(neg) - _EPS))
     last_normal = neg[m - 1]  # this negative (and all below) must fall under t
@@ -210,7 +207,9 @@ def min_cost_threshold(
             f"finite number, got {cost_ratio!r}"
         )
     y, s = _val_arrays(val, "min_cost_threshold", need_negatives=True)
-    prev = y.mean() if prevalence is None else _check_level("prevalence", prevalence, high_open=True)
+    prev = (
+        y.mean() if prevalence is None else _check_level("prevalence", prevalence, high_open=True)
+    )
     table = metrics_at_thresholds(val, _candidates(s))
     cost = ratio * prev * table["fnr"].to_numpy() + (1 - prev) * table["fpr"].to_numpy()
     best = np.flatnonzero(cost <= cost.min() + 1e-12)[0]
@@ -485,8 +484,12 @@ def choose_threshold(val: Predictions | None, rule: str, value=None, **kwargs) -
             f"choose_threshold(rule={rule!r}) got unexpected options {sorted(extra)}; "
             f"allowed: {sorted(allowed) or 'none'}"
         )
-    needs_value = {"recall": "target recall", "specificity": "target specificity",
-                   "cost": "cost ratio", "conformal": "alpha"}
+    needs_value = {
+        "recall": "target recall",
+        "specificity": "target specificity",
+        "cost": "cost ratio",
+        "conformal": "alpha",
+    }
     if rule in needs_value and value is None:
         raise ValueError(f"threshold rule {rule!r} needs a value (the {needs_value[rule]})")
 

@@ -63,7 +63,10 @@ def test_rank_average_is_scale_free(trio):
     assert roc_auc_score(r.y_true, r.scores) == pytest.approx(roc_auc_score(a.y_true, a.scores))
     assert r.scores.min() >= 0 and r.scores.max() <= 1
     # with a validation reference, test scores are placed in the validation distribution
-    test = [member(a.y_true, 1.0, 9, "cnn", split="test"), member(a.y_true, 0.8, 8, "resnet", "test")]
+    test = [
+        member(a.y_true, 1.0, 9, "cnn", split="test"),
+        member(a.y_true, 0.8, 8, "resnet", "test"),
+    ]
     ref = E.rank_average(test, reference=trio[:2])
     assert 0 <= ref.scores.min() and ref.scores.max() <= 1 and ref.split == "test"
     with pytest.raises(ValueError, match="reference model 'vit' does not match member 'resnet'"):
@@ -132,8 +135,13 @@ def test_mismatched_members_raise_naming_the_model(trio):
 
 
 def test_combine_rules(trio):
-    for rule, kw in [("mean", {}), ("weighted", {"weights": [1, 2, 3]}), ("rank", {}),
-                     ("max", {}), ("vote", {"thresholds": 0.5})]:
+    for rule, kw in [
+        ("mean", {}),
+        ("weighted", {"weights": [1, 2, 3]}),
+        ("rank", {}),
+        ("max", {}),
+        ("vote", {"thresholds": 0.5}),
+    ]:
         out = E.combine(trio, rule, **kw)
         assert out.meta["rule"] == rule and len(out) == len(trio[0])
     with pytest.raises(ValueError, match="mean, weighted, rank, max, vote, stacking"):

@@ -177,9 +177,28 @@ def test_bootstrap_bad_arguments():
 def test_binary_report_schema_and_json():
     p = random_preds(n=200, seed=6)
     r = M.binary_report(p, threshold=0.4, threshold_rule="recall>=0.95", n_resamples=200)
-    needed = {"n", "auc", "auc_ci", "sensitivity", "specificity", "ppv", "npv", "f1",
-              "tp", "fp", "tn", "fn", "threshold", "threshold_rule", "sensitivity_ci",
-              "specificity_ci", "accuracy", "balanced_accuracy", "pr_auc", "prevalence"}
+    needed = {
+        "n",
+        "auc",
+        "auc_ci",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "f1",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "threshold",
+        "threshold_rule",
+        "sensitivity_ci",
+        "specificity_ci",
+        "accuracy",
+        "balanced_accuracy",
+        "pr_auc",
+        "prevalence",
+    }
     assert needed <= set(r)
     assert r["threshold_rule"] == "recall>=0.95" and r["threshold"] == 0.4
     assert r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1]
@@ -225,7 +244,9 @@ def test_multiclass_report_matches_sklearn():
     r = M.multiclass_report(p)
     yhat = scores.argmax(1)
     assert list(r.index) == [*names, "macro"]
-    np.testing.assert_allclose(r.loc[list(names), "sensitivity"], recall_score(y, yhat, average=None))
+    np.testing.assert_allclose(
+        r.loc[list(names), "sensitivity"], recall_score(y, yhat, average=None)
+    )
     np.testing.assert_allclose(r.loc[list(names), "ppv"], precision_score(y, yhat, average=None))
     np.testing.assert_allclose(r.loc[list(names), "f1"], f1_score(y, yhat, average=None))
     assert r.loc["macro", "sensitivity"] == pytest.approx(recall_score(y, yhat, average="macro"))

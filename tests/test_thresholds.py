@@ -241,8 +241,14 @@ def test_choose_threshold_bad_input():
         T.choose_threshold(None, "youden")
     empty = Predictions([], [], split="val", model="m")
     no_pos = Predictions([0, 0, 0], [0.1, 0.5, 0.9], split="val", model="m")
-    for rule, value in [("recall", 0.9), ("youden", None), ("cost", 5), ("conformal", 0.1),
-                        ("specificity", 0.9), ("fixed", 0.5)]:
+    for rule, value in [
+        ("recall", 0.9),
+        ("youden", None),
+        ("cost", 5),
+        ("conformal", 0.1),
+        ("specificity", 0.9),
+        ("fixed", 0.5),
+    ]:
         with pytest.raises(ValueError, match="are empty"):
             T.choose_threshold(empty, rule, value)
         with pytest.raises(ValueError, match="no positive"):
