@@ -211,6 +211,15 @@ def available() -> list[dict]:
     ]
 
 
+def cached_status() -> dict[str, str]:
+    """``{name: status}`` for every dataset (what ``fnlab info`` prints).
+
+    >>> cached_status()["synthetic"]
+    'embedded (always available)'
+    """
+    return {name: dataset_status(name) for name in DATASETS}
+
+
 def resolve_dataset(name: str = "auto") -> tuple[str, str]:
     """Turn ``name`` into a registry name and say why.
 
