@@ -62,9 +62,11 @@ def threshold_state(preds: Predictions, threshold: float, prevalence: float | No
         f"specificity  {spec:.3f}",
         f"PPV          {m['ppv']:.3f}",
         f"NPV          {m['npv']:.3f}",
-        f"at prevalence {prev:.1%} per 1,000 screened:",
-        f"  missed pneumonias  {state['missed_per_1000']:.1f}",
-        f"  false alarms       {state['false_alarms_per_1000']:.1f}",
-        f"  PPV {state['ppv_at_prevalence']:.3f}  NPV {state['npv_at_prevalence']:.3f}",
+        f"at prevalence {prev:.1%},",
+        "per 1,000 screened:",
+        f"  missed       {state['missed_per_1000']:.1f}",
+        f"  false alarms {state['false_alarms_per_1000']:.1f}",
+        f"  PPV {state['ppv_at_prevalence']:.3f}",
+        f"  NPV {state['npv_at_prevalence']:.3f}",
     ])
     return state

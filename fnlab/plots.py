@@ -29,8 +29,8 @@ from fnlab.operating import threshold_state
 from fnlab.predictions import Predictions
 
 #: Row/column labels of the clinical confusion matrix (truth down, decision across).
-TRUTH_LABELS = ("has pneumonia", "normal")
-DECISION_LABELS = ("says pneumonia", "says normal")
+TRUTH_LABELS = ("pneumonia", "normal")
+DECISION_LABELS = ("pneumonia", "normal")
 
 
 def confusion_heatmap(counts: dict, ax=None, title: str | None = None):
@@ -40,14 +40,16 @@ def confusion_heatmap(counts: dict, ax=None, title: str | None = None):
     """
     ax = ax or plt.subplots(figsize=(3.6, 3.0))[1]
     grid = np.array([[counts["tp"], counts["fn"]], [counts["fp"], counts["tn"]]])
-    labels = np.array([[f"TP\n{counts['tp']}", f"FN (missed)\n{counts['fn']}"],
-                       [f"FP (false alarm)\n{counts['fp']}", f"TN\n{counts['tn']}"]])
+    labels = np.array([[f"TP\n{counts['tp']}", f"FN missed\n{counts['fn']}"],
+                       [f"FP false\nalarm {counts['fp']}", f"TN\n{counts['tn']}"]])
     sns.heatmap(grid, annot=labels, fmt="", cbar=False, cmap="Blues", ax=ax,
                 xticklabels=DECISION_LABELS, yticklabels=TRUTH_LABELS, linewidths=1,
                 annot_kws={"fontsize": 9})
     ax.add_patch(plt.Rectangle((1, 0), 1, 1, fill=False, edgecolor="crimson", lw=3))
+    ax.tick_params(axis="x", labelrotation=0)
+    ax.tick_params(axis="y", labelrotation=90)
     ax.set_ylabel("truth")
-    ax.set_xlabel("model")
+    ax.set_xlabel("model says")
     if title:
         ax.set_title(title, fontsize=10)
     return ax
@@ -131,7 +133,8 @@ def threshold_panel(preds: Predictions, threshold: float, prevalence: float | No
     fig = fig or plt.figure(figsize=(12, 6.2 if with_gallery else 3.8))
     fig.clear()
     rows = 2 if with_gallery else 1
-    gs = fig.add_gridspec(rows, 4, height_ratios=[3, 1.6][:rows], wspace=0.45, hspace=0.5)
+    gs = fig.add_gridspec(rows, 4, height_ratios=[3, 1.6][:rows], width_ratios=[1, 1, 1, 1.1],
+                          wspace=0.4, hspace=0.45, left=0.06, right=0.98)
     confusion_heatmap(state, fig.add_subplot(gs[0, 0]), title=f"threshold {state['threshold']:.2f}")
     roc_with_points(preds, fig.add_subplot(gs[0, 1]), state["threshold"])
     pr_with_points(preds, fig.add_subplot(gs[0, 2]), state["threshold"])

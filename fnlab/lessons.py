@@ -1,0 +1,82 @@
+"""The course notebooks' shared way to configure, train and reuse Runs.
+
+Every notebook builds its training configuration with :func:`lesson_config`, so the
+same model with the same parameters gets the same cache key, and notebook 05 reuses
+the Runs that notebook 02 trained instead of training them again.
+
+The data seed is kept apart from the training seed: a seed ensemble trains several
+models *on the same data* with different initialisations.
+
+Example
+-------
+>>> cfg = lesson_config("smallcnn", dataset="synthetic", profile="smoke", seed=0)
+>>> cfg.model, cfg.epochs == get_profile("smoke").epochs
+('smallcnn', True)
+>>> run = lesson_run(cfg)  # doctest: +SKIP
+>>> run.test.scores.shape  # doctest: +SKIP
+(300,)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fnlab.data.imageset import ImageSet
+from fnlab.data.registry import load_dataset, resolve_dataset
+from fnlab.profiles import get_profile
+from fnlab.runs import Run, get_or_train
+from fnlab.train import TrainConfig
+
+#: The operating point every lesson reports unless it says otherwise: the largest
+#: threshold whose validation sensitivity reaches this target.
+TARGET_RECALL = 0.95
+
+
+def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: str = "smoke",
+                  seed: int = 0, epochs: int | None = None, device: str = "auto",
+                  data_path: str | None = None, **overrides) -> TrainConfig:
+    """A :class:`~fnlab.train.TrainConfig` with the profile's budget.
+
+    ``dataset="auto"`` is resolved here (real PneumoniaMNIST when cached, else
+    synthetic), so the config names the data it really uses. ``epochs=None`` takes the
+    profile's epochs; ``overrides`` set any other TrainConfig field (``loss``,
+    ``augment``, ``lr``, ...).
+    """
+    name, _ = resolve_dataset(dataset)
+    settings = get_profile(profile)
+    fields = dict(dataset=name, data_path=data_path, profile=profile, model=model,
+                  epochs=int(epochs) if epochs else settings.epochs,
+                  batch_size=settings.batch_size, seed=int(seed), device=device)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+@lru_cache(maxsize=8)
+def _data(dataset: str, data_path: str | None, image_size: int | None, profile: str,
+          seed: int) -> dict[str, ImageSet]:
+    return load_dataset(dataset, data_path=data_path, image_size=image_size, profile=profile,
+                        seed=seed)
+
+
+def lesson_data(config: TrainConfig, data_seed: int | None = None) -> dict[str, ImageSet]:
+    """The train/val/test ImageSets a lesson Run uses (loaded once per process).
+
+    ``data_seed`` defaults to the config's seed. The ids of a Run's Predictions index
+    into these splits. Treat the returned sets as read-only: they are shared.
+    """
+    seed = config.seed if data_seed is None else int(data_seed)
+    return _data(config.dataset, config.data_path, config.image_size, config.profile, seed)
+
+
+def lesson_run(config: TrainConfig, data_seed: int | None = None,
+               target_recall: float = TARGET_RECALL, retrain: bool = False) -> Run:
+    """The cached Run for ``config`` on :func:`lesson_data`, training it on a cache miss.
+
+    The threshold is chosen on validation for ``target_recall``.
+    """
+    data = lesson_data(config, data_seed)
+    run = get_or_train(config, threshold_rule="recall", threshold_value=target_recall,
+                       data=data, retrain=retrain)
+    how = "loaded from the cache" if run.cached else "trained"
+    print(f"{config.model} (seed {config.seed}) {how}: {run.path.name}")
+    return run
