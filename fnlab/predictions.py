@@ -16,9 +16,9 @@ Example
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -82,12 +82,12 @@ class Predictions:
         check_threshold(threshold)
         return (self.positive_scores() >= threshold).astype(np.int64)
 
-    def with_scores(self, scores, model: str | None = None) -> "Predictions":
+    def with_scores(self, scores, model: str | None = None) -> Predictions:
         """Same labels and ids, new scores (e.g. an ensemble or a calibrated model)."""
         return Predictions(self.y_true, scores, self.ids, self.split,
                            model or self.model, self.class_names, dict(self.meta))
 
-    def subset(self, index) -> "Predictions":
+    def subset(self, index) -> Predictions:
         index = np.asarray(index)
         return Predictions(self.y_true[index], self.scores[index], self.ids[index],
                            self.split, self.model, self.class_names, dict(self.meta))
@@ -105,7 +105,7 @@ class Predictions:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Predictions":
+    def load(cls, path: str | Path) -> Predictions:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"predictions file not found: {path}")

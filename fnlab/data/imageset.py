@@ -18,8 +18,9 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class ImageSet:
         """Share of images that are not the normal class (index 0)."""
         return float((self.labels != 0).mean()) if len(self) else float("nan")
 
-    def subset(self, index, split: str | None = None) -> "ImageSet":
+    def subset(self, index, split: str | None = None) -> ImageSet:
         """A new ImageSet holding the selected rows (index array or boolean mask)."""
         index = np.asarray(index)
         meta = {
@@ -136,7 +137,7 @@ class ImageSet:
             meta=meta,
         )
 
-    def to_binary(self) -> "ImageSet":
+    def to_binary(self) -> ImageSet:
         """Collapse a multi-class set to normal (0) vs any disease (1)."""
         if self.num_classes == 2:
             return self
