@@ -258,7 +258,7 @@ def _scan_csv(root: Path, csv: Path, class_names) -> TreeScan:
                                         f"'file') and 'label'; found {list(table.columns)}")])
     raw = table[cols["label"]]
     if class_names is None:
-        if np.issubdtype(raw.dtype, np.number):
+        if pd.api.types.is_numeric_dtype(raw):
             n = int(raw.max()) + 1 if len(raw) else 2
             class_names = ("normal", "pneumonia") if n <= 2 else tuple(str(i) for i in range(n))
         else:
