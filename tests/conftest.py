@@ -162,3 +162,55 @@ def tiny_npz(tmp_path):
         return path
 
     return make
+
+
+# --------------------------------------------------------------------------- DICOM
+DICOM_RAMP = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (12, 1))  # 12 x 40, 0..3900
+
+
+def _write_dicom(path, pixels="ramp", photometric="MONOCHROME2", slope=None, intercept=None,
+                 center=None, width=None, patient="P1") -> Path:
+    """A tiny uncompressed DICOM (Explicit VR Little Endian); pixels=None -> no PixelData."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    if isinstance(pixels, str):
+        pixels = DICOM_RAMP
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientID = patient
+    ds.Modality = "DX"
+    if pixels is not None:
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = photometric
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        if slope is not None:
+            ds.RescaleSlope = slope
+            ds.RescaleIntercept = intercept or 0
+        if center is not None:
+            ds.WindowCenter = center
+            ds.WindowWidth = width
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def write_dicom():
+    """Factory writing a tiny DICOM: ``write_dicom(path, pixels=..., photometric=...,
+    slope=..., intercept=..., center=..., width=..., patient=...)``; ``pixels=None``
+    writes a file without PixelData. Skips the test when pydicom is missing."""
+    pytest.importorskip("pydicom")
+    return _write_dicom

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import (  # noqa: E402
-    ExplicitVRLittleEndian,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
-
 from fnlab.data.dicom import (  # noqa: E402
     is_dicom_file,
     load_dicom_folder,
@@ -24,58 +15,23 @@ from fnlab.data.dicom import (  # noqa: E402
 from fnlab.data.folders import DatasetLayoutError, SkippedFilesWarning  # noqa: E402
 from fnlab.data.imageio import ImageReadError  # noqa: E402
 
-RAMP = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (12, 1))  # 12 x 40, 0..3900
+RAMP = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (12, 1))  # as in conftest.write_dicom
 
-
-def write_dicom(path, pixels=RAMP, photometric="MONOCHROME2", slope=None, intercept=None,
-                center=None, width=None, patient="P1", suffix=True) -> Path:
-    """A tiny uncompressed DICOM (Explicit VR Little Endian); pixels=None -> no PixelData."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID = patient
-    ds.Modality = "DX"
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = photometric
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        if slope is not None:
-            ds.RescaleSlope = slope
-            ds.RescaleIntercept = intercept or 0
-        if center is not None:
-            ds.WindowCenter = center
-            ds.WindowWidth = width
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def test_monochrome2_minmax(tmp_path):
+def test_monochrome2_minmax(tmp_path, write_dicom):
     out = read_dicom(write_dicom(tmp_path / "a.dcm"))
     assert out.dtype == np.uint8 and out.shape == (12, 40)
     assert out[0, 0] == 0 and out[0, -1] == 255
     assert np.all(np.diff(out[0].astype(int)) >= 0)
 
 
-def test_monochrome1_is_inverted(tmp_path):
+def test_monochrome1_is_inverted(tmp_path, write_dicom):
     m2 = read_dicom(write_dicom(tmp_path / "m2.dcm"))
     m1 = read_dicom(write_dicom(tmp_path / "m1.dcm", photometric="MONOCHROME1"))
     np.testing.assert_array_equal(m1, 255 - m2)
     assert m1[0, 0] == 255
 
 
-def test_rescale_and_header_window(tmp_path):
+def test_rescale_and_header_window(tmp_path, write_dicom):
     # values = 2 * raw - 1000 -> -1000..6800; window 1000 +- 1000 -> raw 500..1500
     path = write_dicom(tmp_path / "w.dcm", slope=2, intercept=-1000, center=1000, width=2000)
     out = read_dicom(path)
@@ -92,7 +48,7 @@ def test_rescale_and_header_window(tmp_path):
         read_dicom(path, window="lung")
 
 
-def test_dicom_without_pixel_data(tmp_path):
+def test_dicom_without_pixel_data(tmp_path, write_dicom):
     path = write_dicom(tmp_path / "report.dcm", pixels=None)
     with pytest.raises(ImageReadError) as info:
         read_dicom(path)
@@ -100,7 +56,7 @@ def test_dicom_without_pixel_data(tmp_path):
     assert str(path) in str(info.value)
 
 
-def test_not_a_dicom_and_empty(tmp_path):
+def test_not_a_dicom_and_empty(tmp_path, write_dicom):
     txt = tmp_path / "x.dcm"
     txt.write_text("hello")
     with pytest.raises(ImageReadError, match="not a DICOM file") as info:
@@ -112,20 +68,20 @@ def test_not_a_dicom_and_empty(tmp_path):
         read_dicom(empty)
 
 
-def test_is_dicom_file_detects_extensionless(tmp_path):
+def test_is_dicom_file_detects_extensionless(tmp_path, write_dicom):
     path = write_dicom(tmp_path / "IMG0001")
     assert is_dicom_file(path) and is_dicom_file("x.DCM") and not is_dicom_file("x.png")
 
 
-def _tree(root, n=3, classes=("NORMAL", "PNEUMONIA")):
+def _tree(write_dicom, root, n=3, classes=("NORMAL", "PNEUMONIA")):
     for c in classes:
         for i in range(n):
             write_dicom(root / c / f"{i}.dcm", patient=f"{c}-{i}")
     return root
 
 
-def test_load_dicom_folder_from_class_folders(tmp_path):
-    root = _tree(tmp_path / "dcm")
+def test_load_dicom_folder_from_class_folders(tmp_path, write_dicom):
+    root = _tree(write_dicom, tmp_path / "dcm")
     s = load_dicom_folder(root, size=16, progress=False)
     assert s.images.shape == (6, 16, 16) and s.class_names == ("NORMAL", "PNEUMONIA")
     assert s.counts() == {"NORMAL": 3, "PNEUMONIA": 3}
@@ -133,8 +89,8 @@ def test_load_dicom_folder_from_class_folders(tmp_path):
     assert s.meta["skipped"] == 0
 
 
-def test_load_dicom_folder_skips_missing_pixel_data_with_count(tmp_path):
-    root = _tree(tmp_path / "dcm")
+def test_load_dicom_folder_skips_missing_pixel_data_with_count(tmp_path, write_dicom):
+    root = _tree(write_dicom, tmp_path / "dcm")
     bad = write_dicom(root / "PNEUMONIA" / "sr.dcm", pixels=None)
     with pytest.raises(ImageReadError, match="no PixelData") as info:
         load_dicom_folder(root, size=16, progress=False)
@@ -144,7 +100,7 @@ def test_load_dicom_folder_skips_missing_pixel_data_with_count(tmp_path):
     assert len(s) == 6 and s.meta["skipped"] == 1 and str(bad) in s.meta["skipped_files"]
 
 
-def test_load_dicom_folder_with_csv_and_layout_errors(tmp_path):
+def test_load_dicom_folder_with_csv_and_layout_errors(tmp_path, write_dicom):
     root = tmp_path / "flat"
     for i in range(4):
         write_dicom(root / f"{i}.dcm")
