@@ -1,0 +1,132 @@
+"""Trainer: learns an easy set, is deterministic, and fails clearly on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fnlab import models
+from fnlab.data.imageset import ImageSet
+from fnlab.train import (
+    BATCH_AUGMENTS,
+    BatchAugment,
+    TrainConfig,
+    TrainingError,
+    fit,
+    normalization_stats,
+    predict,
+)
+
+
+def easy_sets(n=96, size=16, classes=2, seed=0):
+    """Class c has a bright square in a class-specific place: trivially learnable."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = (rng.random((n, size, size)) * 60).astype(np.uint8)
+    for i, c in enumerate(y):
+        if c:
+            r = 2 + 3 * (c - 1)
+            x[i, r:r + 5, 3:10] = 220
+    names = ("normal", "pneumonia") if classes == 2 else tuple(f"c{i}" for i in range(classes))
+    tr = ImageSet(x, y, class_names=names, split="train")
+    va = ImageSet(x[: n // 2], y[: n // 2], class_names=names, split="val")
+    return tr, va
+
+
+def tiny(classes=2, size=16):
+    return models.create("smallcnn", num_classes=classes, image_size=size, width=8)
+
+
+CFG = TrainConfig(epochs=3, batch_size=16, lr=1e-2, augment=None, progress=False, device="cpu",
+                  monitor="val_loss")
+
+
+def test_learns_easy_set_and_history():
+    tr, va = easy_sets()
+    torch.manual_seed(0)
+    res = fit(tiny(), tr, va, CFG.replace(epochs=4))
+    h = res.history
+    assert list(h.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "val_sensitivity",
+                               "val_specificity", "lr", "seconds"]
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    assert h.val_auc.max() > 0.95
+    assert res.best_epoch == int(h.loc[h.val_loss.idxmin(), "epoch"])
+    assert res.images_per_second > 0 and res.n_train == len(tr)
+    assert res.normalization == normalization_stats(tr)
+    assert res.model.normalization()["mean"] == pytest.approx(res.normalization["mean"])
+    p = predict(res.model, va)
+    assert p.split == "val" and p.scores.shape == (len(va),) and p.model == "smallcnn"
+    assert predict(res.model, va, tta=True).scores.shape == (len(va),)
+
+
+def test_deterministic_on_cpu():
+    tr, va = easy_sets()
+    states = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        res = fit(tiny(), tr, va, CFG.replace(augment="xray", balanced_sampler=True, seed=3))
+        states.append(res.model.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_nan_loss_names_epoch_and_batch():
+    tr, va = easy_sets()
+    calls = {"n": 0}
+
+    class NanAtSeven(torch.nn.Module):
+        def forward(self, logits, y):
+            calls["n"] += 1
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+            return loss * float("nan") if calls["n"] == 8 else loss  # 6 batches + 1 val call, then epoch 2
+
+    with pytest.raises(TrainingError, match="at epoch 2, batch 1 of 6"):
+        fit(tiny(), tr, va, CFG, loss_fn=NanAtSeven())
+
+
+def test_bad_inputs_are_clear():
+    tr, va = easy_sets()
+    with pytest.raises(ValueError, match="validation split is empty"):
+        fit(tiny(), tr, va.subset(np.array([], dtype=int)), CFG)
+    with pytest.raises(ValueError, match="the model has 4 classes but the data has 2"):
+        fit(tiny(classes=4), tr, va, CFG)
+    rgb = ImageSet(np.zeros((4, 3, 16, 16), np.uint8), [0, 1, 0, 1], split="train")
+    with pytest.raises(ValueError, match="1-channel images but the 'train' images have 3"):
+        fit(tiny(), rgb, rgb, CFG)
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="unknown monitor"):
+        TrainConfig(monitor="val_f1")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"modle": "x"})
+    with pytest.raises(ValueError, match="unknown augment"):
+        fit(tiny(), tr, va, CFG.replace(augment="wild"))
+
+
+def test_options_run_multiclass_sgd_cosine_early_stop_per_image_augment():
+    tr, va = easy_sets(n=60, classes=3)
+    res = fit(tiny(classes=3), tr, va,
+              CFG.replace(optimizer="sgd", schedule="cosine", monitor="val_auc", patience=1,
+                          epochs=6, lr=1e-4, augment="light", loss="focal"))
+    assert 1 <= len(res.history) <= 6
+    assert res.stopped_early == (len(res.history) < 6)
+    p = predict(res.model, va)
+    assert p.scores.shape == (len(va), 3)
+    assert np.allclose(p.scores.sum(1), 1)
+
+
+def test_max_train_images_is_stratified():
+    tr, va = easy_sets(n=96)
+    res = fit(tiny(), tr, va, CFG.replace(epochs=1, max_train_images=40))
+    assert res.n_train == 40
+
+
+def test_batch_augment_is_seeded_and_keeps_range():
+    x = torch.rand(6, 1, 16, 16)
+    aug = BATCH_AUGMENTS["xray_strong"]
+    a = aug(x, torch.Generator().manual_seed(0))
+    b = aug(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(BatchAugment()(x), x)
