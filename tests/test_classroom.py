@@ -20,6 +20,8 @@ from fnlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# otter-grader's own traitlets usage, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:Traits should be given as instances")
 
 
 def _master_secrets(nb) -> tuple[list[str], list[str]]:
