@@ -348,7 +348,7 @@ def _attention_maps(module: nn.Module) -> torch.Tensor:
     maps = None
     try:
         maps = module.attention_maps
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError, ValueError):
         maps = None
     if not isinstance(maps, torch.Tensor):
         found = [m.last_map for m in module.modules()
@@ -372,7 +372,7 @@ def _has_attention(module: nn.Module) -> bool:
         return True
     try:
         return isinstance(module.attention_maps, torch.Tensor)
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError, ValueError):
         return False
 
 

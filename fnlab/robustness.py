@@ -608,6 +608,11 @@ def adversarial_train(model: nn.Module, train_set: ImageSet, epochs: int = 2, ep
     statistics (as :func:`fnlab.train.fit` does). ``history`` is a DataFrame with
     ``epoch``, ``loss``, ``clean_loss``, ``adv_loss`` (epoch means).
 
+    ``loss_fn`` defaults to plain BCE (cross-entropy for K logits); for a fair
+    comparison pass the loss the clean model was trained with, e.g.
+    ``fnlab.losses.create_loss("weighted", 2, labels=train_set.labels)`` -- an
+    unweighted loss alone lowers sensitivity at a fixed threshold.
+
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 1))
     >>> s = ImageSet(np.random.default_rng(0).integers(0, 255, (8, 4, 4), np.uint8),
     ...              [0, 1] * 4)

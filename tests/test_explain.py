@@ -135,6 +135,14 @@ def test_explain_methods_picks_the_applicable_methods(images):
     with pytest.raises(ValueError, match="unknown method"):
         E.explain_methods(TinyCNN(1), images, ["lime"])
 
+    class RaisingMaps(TinyCNN):  # like a zoo smallcnn: the property raises
+        @property
+        def attention_maps(self):
+            raise ValueError("no attention maps here")
+
+    assert "attention" not in E.explain_methods(RaisingMaps(1), images, options={
+        "integrated_gradients": {"n_steps": 2}})
+
 
 def test_inputs_uint8_imageset_and_single_image(images):
     model = _seeded(MODELS["single_logit_N"])
