@@ -1,0 +1,196 @@
+"""Course wall time: ``fnlab course run`` (what ``make course`` runs), total and per notebook.
+
+Runs ``python -m fnlab course run`` in a subprocess with ``FNLAB_DATA_DIR`` pointing
+at a fresh folder (no cached datasets or trained Runs: the cold start of a fresh
+clone), then reads the run's ``summary.json``.
+
+* default: the ``smoke`` profile on the default dataset (``auto``: synthetic in a
+  fresh data folder); goal: under 5 minutes on the 2-core machine.
+* ``--full``: the ``full`` profile on real 28 px PneumoniaMNIST: the ``.npz``
+  (``--npz``, default ``../shared/data/pneumoniamnist_28_variant.npz``) is copied
+  into the data folder as ``pneumoniamnist.npz`` (never into the repository);
+  goal: under 30 minutes.
+* ``--smoke``: the benchmark's own quick form for the tests (first notebook only).
+
+Usage::
+
+    python benchmarks/bench_course.py                  # smoke profile, every notebook
+    python benchmarks/bench_course.py --full           # full profile on real data
+    python benchmarks/bench_course.py --data-dir /tmp/fnlab-data --full --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C  # noqa: N812  (also puts the project root on sys.path)
+
+TITLE = "Course wall time"
+GOALS = {"smoke": 300.0, "full": 1800.0}
+SMOKE_NOTEBOOKS = ["00"]
+
+
+class BenchError(SystemExit):
+    """A clear one-line error (exit status 2)."""
+
+    def __init__(self, message: str):
+        print(f"bench_course: error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+def default_npz() -> Path | None:
+    """The shared real-data file beside the checkout, or None."""
+    from fnlab.config import shared_data_dir
+
+    shared = shared_data_dir()
+    path = shared / "pneumoniamnist_28_variant.npz" if shared is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def prepare_data_dir(data_dir: Path, npz: Path | None) -> str | None:
+    """Create ``data_dir``; copy ``npz`` there as ``pneumoniamnist.npz`` (if not present)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if npz is None:
+        return None
+    target = data_dir / "pneumoniamnist.npz"
+    if not target.is_file():
+        shutil.copyfile(npz, target)
+    return str(target)
+
+
+def run_course(profile: str, dataset: str, notebooks: list[str], data_dir: Path, out: Path,
+               timeout: float) -> tuple[dict, float, str]:
+    """Run the course CLI; return (summary.json, wall seconds, output tail)."""
+    cmd = [sys.executable, "-m", "fnlab", "course", "run", "--profile", profile,
+           "--dataset", dataset, "--out", str(out), "--no-progress", *notebooks]
+    env = dict(os.environ, FNLAB_DATA_DIR=str(data_dir))
+    print("running: " + " ".join(cmd[1:]) + f"  (FNLAB_DATA_DIR={data_dir})", flush=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=C.ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"the course run did not finish within {timeout:.0f} s "
+                         f"(--timeout); partial report in {out}") from exc
+    wall = time.perf_counter() - t0
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        raise BenchError(f"the course run wrote no {summary_path} (exit {proc.returncode}):\n"
+                         f"{tail}")
+    return json.loads(summary_path.read_text()), wall, tail
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true",
+                   help="the full profile on real 28 px data (goal < 30 min)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset parameter (default: auto; pneumoniamnist with --full)")
+    p.add_argument("--npz", default=None,
+                   help="real data for --full (default ../shared/data/"
+                        "pneumoniamnist_28_variant.npz), copied as pneumoniamnist.npz")
+    p.add_argument("--data-dir", default=None,
+                   help="FNLAB_DATA_DIR for the run (default: a fresh temporary folder)")
+    p.add_argument("--notebooks", default=None,
+                   help="comma list of notebooks (e.g. 00,01); default all")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds before the run is abandoned (default 3 x the goal)")
+    p.add_argument("--keep", action="store_true", help="keep the executed notebooks")
+    p.add_argument("--smoke", action="store_true",
+                   help="quick form for the tests: the first notebook, smoke profile; "
+                        "written to $TMPDIR/fnlab-bench-smoke/course.json unless --out")
+    p.add_argument("--out", default=None,
+                   help="results JSON (default benchmarks/results/course.json, or "
+                        "course_full.json with --full)")
+    args = p.parse_args(argv)
+    if args.smoke and args.full:
+        raise BenchError("--smoke and --full exclude each other")
+    args.profile = "full" if args.full else "smoke"
+    args.name = "course_full" if args.full else "course"
+    if args.dataset is None:
+        args.dataset = "pneumoniamnist" if args.full else "auto"
+    args.notebook_list = (SMOKE_NOTEBOOKS if args.smoke else
+                          [n.strip() for n in args.notebooks.split(",") if n.strip()]
+                          if args.notebooks else [])
+    if args.timeout is None:
+        args.timeout = GOALS[args.profile] * 3
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rec = C.Recorder(args.name, TITLE + (" (full profile, real 28 px data)" if args.full
+                                         else " (smoke profile)"),
+                     argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    npz = None
+    if args.dataset == "pneumoniamnist":
+        npz = Path(args.npz).expanduser() if args.npz else default_npz()
+        if npz is None:
+            raise BenchError("--full needs real data: pass --npz PATH (a PneumoniaMNIST .npz) "
+                             "or put ../shared/data/pneumoniamnist_28_variant.npz beside the "
+                             "checkout")
+        if not npz.is_file():
+            raise BenchError(f"--npz {npz}: file not found")
+    tmp = Path(tempfile.mkdtemp(prefix="fnlab-bench-course-"))
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else tmp / "data"
+    out = tmp / "run"
+    try:
+        copied = prepare_data_dir(data_dir, npz)
+        summary, wall, tail = run_course(args.profile, args.dataset, args.notebook_list,
+                                         data_dir, out, args.timeout)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    notebooks = [{"name": nb["name"], "status": nb["status"], "seconds": nb["seconds"],
+                  "dataset": (nb.get("figures") or {}).get("dataset"),
+                  "error": (nb.get("error") or {}).get("ename")}
+                 for nb in summary.get("notebooks", [])]
+    total = float(summary.get("total_seconds", wall))
+    failed = [nb["name"] for nb in notebooks if nb["status"] != "ok"]
+    limit = GOALS[args.profile]
+    rows = [[nb["name"], nb["status"], C.fmt(nb["seconds"], 1), nb["dataset"] or "—"]
+            for nb in notebooks]
+    rows.append(["**total**", "ok" if not failed else f"{len(failed)} failed",
+                 C.fmt(total, 1), ""])
+    table = {"columns": ["notebook", "status", "seconds", "dataset"], "rows": rows,
+             "caption": f"`fnlab course run --profile {args.profile} --dataset {args.dataset}` "
+                        f"with a fresh FNLAB_DATA_DIR (no cached data or Runs); seconds per "
+                        f"notebook from summary.json; process wall time {wall:.1f} s."}
+    goals = []
+    if not args.smoke:
+        goals.append(C.goal(f"course in the {args.profile} profile under {limit / 60:.0f} min "
+                            f"on this machine", total < limit and not failed,
+                            f"{total:.0f} s ({total / 60:.1f} min), {len(notebooks)} notebooks"
+                            + (f"; FAILED: {', '.join(failed)}" if failed else "")))
+    notes = []
+    if args.smoke:
+        notes.append("SMOKE run: the first notebook only.")
+    if failed:
+        notes.append(f"failed notebooks: {', '.join(failed)}; output tail:\n{tail[-800:]}")
+    figures = {"profile": args.profile, "dataset": args.dataset,
+               "total_seconds": total, "process_wall_seconds": wall,
+               "notebooks": notebooks, "n_failed": len(failed),
+               "goal_seconds": limit, "data_copied_to": copied}
+    C.print_table(table["columns"], table["rows"], rec.title)
+    for g in goals:
+        print(f"goal {'MET' if g['met'] else 'NOT MET'}: {g['goal']} — {g['detail']}")
+    result = rec.finish(figures, smoke=args.smoke, table=table, goals=goals, notes=notes,
+                        config={"profile": args.profile, "dataset": args.dataset,
+                                "notebooks": args.notebook_list or "all",
+                                "npz": str(npz) if npz else None})
+    C.write_result(result, Path(args.out) if args.out else C.default_out(args.name, args.smoke))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
