@@ -1,0 +1,156 @@
+"""``fnlab train``: train a model, choose its threshold on val, write a Run folder.
+
+::
+
+    fnlab train --dataset pneumoniamnist --data-path ../shared/data/pneumoniamnist_28_variant.npz \\
+        --model smallcnn --out runs/smallcnn
+
+The defaults are the fnlab recipe (see the README's results section); every
+option of :class:`fnlab.train.TrainConfig` that matters has a flag. The Run
+folder gets ``checkpoint.pt``, ``config.json``, ``history.csv``, val and test
+Predictions and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from fnlab.cli import UsageError
+
+
+def register(subparsers) -> None:
+    from fnlab.train import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser("train", help="train a model and write a Run folder",
+                              description=__doc__.split("::")[0].strip())
+    p.add_argument("--dataset", default="auto",
+                   help="registry name (synthetic, pneumoniamnist, kermany, ...; default auto)")
+    p.add_argument("--data-path", default=None, help="file or folder of a real dataset")
+    p.add_argument("--model", default=d.model, help=f"zoo model (default {d.model})")
+    p.add_argument("--loss", default=d.loss, help=f"loss (default {d.loss})")
+    p.add_argument("--fn-cost", type=float, default=None,
+                   help="cost of a false negative for --loss fn_cost")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--optimizer", default=d.optimizer, help="adamw, adam or sgd")
+    p.add_argument("--schedule", default=d.schedule, help="onecycle, cosine or none")
+    p.add_argument("--monitor", default=d.monitor or "last",
+                   help="val_auc, val_loss or last: which epoch's weights to keep")
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience")
+    p.add_argument("--augment", default=d.augment or "none",
+                   help="xray, xray_strong (batched), light, standard, strong, over, none")
+    p.add_argument("--balanced-sampler", action="store_true", help="sample classes equally")
+    p.add_argument("--tta", dest="tta", action="store_true", default=d.tta,
+                   help="test-time augmentation (1-pixel shifts)")
+    p.add_argument("--no-tta", dest="tta", action="store_false")
+    p.add_argument("--image-size", type=int, default=None, help="image side to load at")
+    p.add_argument("--resize-to", type=int, default=d.resize_to,
+                   help="side the model resizes its input to")
+    p.add_argument("--width", type=int, default=None, help="channels of smallcnn/attention_cnn")
+    p.add_argument("--pretrained", action="store_true", help="ImageNet weights (local cache)")
+    p.add_argument("--profile", default="full", help="smoke or full (default full)")
+    p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--target-recall", type=float, default=0.98,
+                   help="choose the threshold on val for this recall (default 0.98)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="Run folder to write")
+    p.set_defaults(func=_train)
+
+
+def config_from_args(args):
+    """The :class:`~fnlab.train.TrainConfig` for parsed ``fnlab train`` arguments.
+
+    Bad names raise :class:`fnlab.cli.UsageError` listing the valid choices.
+    """
+    from fnlab.losses import available_losses
+    from fnlab.models import available_models
+    from fnlab.profiles import PROFILES
+    from fnlab.train import TrainConfig
+
+    if args.model not in available_models():
+        raise UsageError(f"unknown model {args.model!r}; choose one of: "
+                         f"{', '.join(available_models())}")
+    if args.loss not in available_losses():
+        raise UsageError(f"unknown loss {args.loss!r}; choose one of: "
+                         f"{', '.join(available_losses())}")
+    if args.profile not in PROFILES:
+        raise UsageError(f"unknown profile {args.profile!r}; choose one of: {', '.join(PROFILES)}")
+    try:
+        from fnlab.data.registry import resolve_dataset
+
+        resolve_dataset(args.dataset)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not 0 < args.target_recall <= 1:
+        raise UsageError(f"--target-recall must be in (0, 1], got {args.target_recall}")
+    loss_kwargs = {}
+    if args.fn_cost is not None:
+        if args.loss != "fn_cost":
+            raise UsageError("--fn-cost goes with --loss fn_cost")
+        loss_kwargs["fn_cost"] = args.fn_cost
+    model_kwargs = {} if args.width is None else {"width": args.width}
+    try:
+        return TrainConfig(
+            dataset=args.dataset, data_path=args.data_path, profile=args.profile,
+            image_size=args.image_size, model=args.model, model_kwargs=model_kwargs,
+            resize_to=args.resize_to, pretrained=args.pretrained, loss=args.loss,
+            loss_kwargs=loss_kwargs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
+            patience=args.patience, monitor=args.monitor, augment=args.augment,
+            balanced_sampler=args.balanced_sampler, tta=args.tta, seed=args.seed,
+            device=args.device, max_train_images=args.max_train_images,
+            progress=not args.quiet)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """Human-readable lines for a metrics.json dict (val and test at the chosen threshold)."""
+    lines = [f"model {metrics.get('model')} on {metrics.get('dataset')} (seed "
+             f"{metrics.get('seed')}): threshold {_fmt(metrics.get('threshold'))} "
+             f"[{metrics.get('threshold_rule')}]"]
+    if metrics.get("train_seconds") is not None:
+        lines.append(f"trained in {metrics['train_seconds']:.1f} s "
+                     f"({_fmt(metrics.get('images_per_second'), 0)} images/s)")
+    for split in ("val", "test"):
+        m = metrics[split]
+        ci = m.get("auc_ci") or [None, None]
+        ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else ""
+        lines.append(
+            f"{split:>4}: n={m['n']} auc={_fmt(m['auc'])}{ci_txt} "
+            f"sensitivity={_fmt(m['sensitivity'])} specificity={_fmt(m['specificity'])} "
+            f"ppv={_fmt(m['ppv'])} npv={_fmt(m['npv'])} fn={m['fn']} fp={m['fp']}")
+    return lines
+
+
+def _train(args) -> int:
+    from fnlab.runs import train_run
+
+    config = config_from_args(args)
+    try:
+        run = train_run(config, out_dir=args.out, threshold_rule="recall",
+                        threshold_value=args.target_recall)
+    except FileNotFoundError as exc:
+        print(f"fnlab train: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        if str(exc).startswith("unknown "):
+            raise UsageError(str(exc)) from None
+        raise
+    for line in summary_lines(run.metrics):
+        print(line)
+    print(f"wrote {run.path}")
+    if args.quiet:
+        return 0
+    print(json.dumps({k: run.metrics[k] for k in ("train_seconds", "images_per_second")}))
+    return 0
