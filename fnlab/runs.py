@@ -399,8 +399,9 @@ def _write_manifest(path: Path) -> None:
 def _load_data(config) -> dict[str, ImageSet]:
     from fnlab.data.registry import load_dataset
 
+    kw = {} if config.max_train_images is None else {"max_train_images": config.max_train_images}
     return load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size,
-                        profile=config.profile, seed=config.seed)
+                        profile=config.profile, seed=config.seed, **kw)
 
 
 def _check_splits(data: dict) -> None:

@@ -502,8 +502,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
 
         transform = _per_image_transform(config.augment, image_size)
         sampler = (WeightedRandomSampler(weights, len(train_set), replacement=True, generator=gen)
-                   if weights is not None else RandomSampler(train_set.torch_dataset(),
-                                                             generator=gen))
+                   if weights is not None else RandomSampler(range(len(train_set)), generator=gen))
         batches = DataLoader(train_set.torch_dataset(transform), batch_size=config.batch_size,
                              sampler=sampler, num_workers=config.num_workers,
                              pin_memory=device.type == "cuda")
