@@ -1,0 +1,212 @@
+"""The benchmark scripts' --smoke forms, their JSON schema and the README generator.
+
+Each script runs once (module fixture) in its smoke form into a temporary folder;
+the real-data benchmark skips when ../shared/data is absent. No timings are
+asserted (speed figures belong to the benchmarks themselves), and README.md itself
+is never modified: the generator writes to a temporary copy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+C = importlib.import_module("_common")
+run_all = importlib.import_module("run_all")
+bench_models = importlib.import_module("bench_models")
+
+SHARED_NPZ = bench_models.default_data_path()
+OWN = ["models", "inference", "course"]
+OTHERS = {"trainer": "bench_trainer.py", "synthetic": "bench_synthetic.py"}
+
+
+def _run(script: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory) -> Path:
+    """Every benchmark's --smoke form, run once into one folder (name.json)."""
+    out = tmp_path_factory.mktemp("bench-smoke")
+    jobs = {"inference": "bench_inference.py", "course": "bench_course.py"}
+    if SHARED_NPZ is not None:
+        jobs["models"] = "bench_models.py"
+    for name, script in OTHERS.items():
+        if (BENCH / script).is_file():
+            jobs[name] = script
+    for name, script in jobs.items():
+        proc = _run(script, "--smoke", "--out", str(out / f"{name}.json"))
+        (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    return out
+
+
+def _load(smoke_dir: Path, name: str) -> dict:
+    path = smoke_dir / f"{name}.json"
+    log = smoke_dir / f"{name}.log"
+    assert path.is_file(), f"{name}: no JSON written; output:\n{log.read_text()[-3000:]}"
+    return json.loads(path.read_text())
+
+
+def _check_schema(data: dict, name: str) -> None:
+    missing = [k for k in C.REQUIRED_KEYS if k not in data]
+    assert not missing, f"{name}.json lacks {missing}"
+    assert data["name"] == name
+    assert data["smoke"] is True
+    assert data["schema_version"] == C.SCHEMA_VERSION
+    assert data["cpu_count"] >= 1
+    assert data["torch_version"] and data["device"]
+    assert data["command"].startswith("python benchmarks/")
+    assert "--smoke" in data["command"]
+    assert set(data["load_average"]) == {"start", "end"}
+    assert data["wall_seconds"] >= 0
+    for key in ("cpu_count", "torch_version", "cpu_model", "python"):
+        assert key in data["machine"]
+    table = data.get("table")
+    assert table and table["rows"], f"{name}.json has no table"
+    assert all(len(r) == len(table["columns"]) for r in table["rows"])
+
+
+# --------------------------------------------------------------------------- own scripts
+@pytest.mark.skipif(SHARED_NPZ is None, reason="../shared/data/pneumoniamnist_28_variant.npz "
+                                               "absent (real-data benchmark)")
+def test_models_smoke(smoke_dir):
+    data = _load(smoke_dir, "models")
+    _check_schema(data, "models")
+    fig = data["figures"]
+    runs = fig["per_run"]
+    assert {r["model"] for r in runs} == set(bench_models.SMOKE["models"])
+    for r in runs:
+        assert 0.0 <= r["test_auc"] <= 1.0
+        low, high = r["test_auc_ci"]
+        assert low <= r["test_auc"] <= high
+        assert 0.0 <= r["sensitivity"] <= 1.0 and 0.0 <= r["specificity"] <= 1.0
+        assert r["fn"] + r["tp"] == bench_models.SMOKE["test"] - (r["tn"] + r["fp"])
+        assert r["epochs"] == 1 and r["train_seconds"] > 0
+        assert r["n_train"] <= bench_models.SMOKE["train"]
+    # the best single model is chosen on validation, the ensemble from the zoo only
+    zoo = [m for m in bench_models.SMOKE["models"] if m != bench_models.REFERENCE]
+    assert fig["best_single"] == max(zoo, key=lambda m: fig["models"][m]["summary"]["val_auc"]
+                                     ["mean"])
+    assert set(fig["ensemble"]["members"]) <= set(zoo)
+    texts = [g["goal"] for g in data["goals"]]
+    assert any("0.975" in t for t in texts) and any("ensemble" in t for t in texts)
+    assert all(isinstance(g["met"], bool) for g in data["goals"])
+    assert any("MedMNIST" in r[0] for r in data["table"]["rows"])
+
+
+def test_inference_smoke(smoke_dir):
+    data = _load(smoke_dir, "inference")
+    _check_schema(data, "inference")
+    rows = data["figures"]["rows"]
+    assert [r["model"] for r in rows] == ["smallcnn", "attention_cnn"]
+    for r in rows:
+        assert 0 < r["batch1_ms_p50"] <= r["batch1_ms_p95"]
+        assert r["batch256_images_per_second"] > 0 and r["mflops_per_image"] > 0
+    assert rows[0]["throughput_vs_smallcnn"] == pytest.approx(1.0)
+
+
+def test_course_smoke(smoke_dir):
+    data = _load(smoke_dir, "course")
+    _check_schema(data, "course")
+    fig = data["figures"]
+    assert fig["profile"] == "smoke"
+    assert [nb["name"][:2] for nb in fig["notebooks"]] == ["00"]
+    assert fig["notebooks"][0]["status"] == "ok", fig["notebooks"][0]
+    assert fig["total_seconds"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(OTHERS))
+def test_others_smoke(smoke_dir, name):
+    """bench_trainer.py / bench_synthetic.py (owned by other engineers), when present."""
+    if not (BENCH / OTHERS[name]).is_file():
+        pytest.skip(f"benchmarks/{OTHERS[name]} not present")
+    data = _load(smoke_dir, name)
+    flat = json.dumps(data)
+    assert "cpu_count" in flat and "torch" in flat and "device" in flat
+
+
+# --------------------------------------------------------------------------- README
+def test_readme_block_from_smoke_jsons(smoke_dir, tmp_path):
+    readme = tmp_path / "README.md"
+    original = (ROOT / "README.md").read_text()
+    readme.write_text(original)
+    block = run_all.render_results(smoke_dir)
+    run_all.update_readme(readme, block)
+    text = readme.read_text()
+    head, rest = original.split(run_all.START, 1)
+    _, tail = rest.split(run_all.END, 1)
+    assert text.startswith(head) and text.endswith(tail)  # only the block changed
+    inside = text.split(run_all.START, 1)[1].split(run_all.END, 1)[0]
+    assert "### Inference speed at 28 px (SMOKE run" in inside
+    assert "| model | device |" in inside and "|---|" in inside
+    assert "Rerun: `python benchmarks/bench_inference.py --smoke" in inside
+    assert "load average" in inside
+    if SHARED_NPZ is not None:
+        assert "**goal not met**" in inside or "**goal met**" in inside
+    # regenerating is idempotent
+    run_all.update_readme(readme, block)
+    assert readme.read_text() == text
+    assert (ROOT / "README.md").read_text() == original
+
+
+def test_render_generic_json_and_goals(tmp_path):
+    rec = C.Recorder("other", "Someone else's benchmark", argv=["benchmarks/other.py"])
+    result = rec.finish({"images_per_second": 1234.5, "ratio": {"fnlab_vs_bare": 0.97}},
+                        smoke=False, goals=[C.goal("ratio >= 0.95", True, "0.97"),
+                                            C.goal("never measured", None)])
+    C.write_result(result, tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    block = run_all.render_results(tmp_path)
+    assert "| figure | value |" in block
+    assert "| ratio.fnlab_vs_bare | 0.970 |" in block
+    assert "**goal met** — ratio >= 0.95: 0.97" in block
+    assert "**goal not measured** — never measured" in block
+    assert "Goals at a glance" in block
+
+
+def test_render_empty_and_bad_readme(tmp_path):
+    assert "Not yet measured" in run_all.render_results(tmp_path)
+    bad = tmp_path / "README.md"
+    bad.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        run_all.update_readme(bad, "x\n")
+
+
+# --------------------------------------------------------------------------- pieces
+def test_reference_protocol_pieces():
+    import torch
+
+    assert bench_models.reference_milestones(100) == [50, 75]
+    assert bench_models.reference_milestones(8) == [4, 6]
+    net = bench_models.medmnist_resnet18()
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
+    assert isinstance(net.maxpool, torch.nn.Identity)
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 2)
+
+
+def test_models_bad_arguments(tmp_path):
+    proc = _run("bench_models.py", "--data", str(tmp_path / "nope.npz"), "--out",
+                str(tmp_path / "x.json"), timeout=300)
+    assert proc.returncode == 2 and "nope.npz: file not found" in proc.stderr
+    proc = _run("bench_models.py", "--models", "smallcnn,lenet", timeout=300)
+    assert proc.returncode == 2 and "unknown model(s) ['lenet']" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_common_helpers():
+    assert C.fmt(None) == "—" and C.fmt(float("nan")) == "—" and C.fmt(3) == "3"
+    assert C.mean_sd([1.0, 3.0], 1) == "2.0 ± 1.4"
+    assert C.summary_stats([None, 2.0])["n"] == 1
+    assert C.jsonable({"x": float("inf")}) == {"x": None}
+    table = C.markdown_table(["m", "auc"], [["a|b", 0.5]])
+    assert "a\\|b" in table and "|---|---:|" in table
