@@ -54,7 +54,10 @@ REFERENCE = "medmnist_resnet18"
 RECALL_TARGET = 0.98
 #: per-model training budget: epochs (None = the fnlab recipe's) on the whole train split
 HEAVY = ("resnet18", "resnet50", "densenet121", REFERENCE)
+#: the budget (see the module docstring): light models / heavy models
+DEFAULT_LIGHT_EPOCHS = 15
 DEFAULT_HEAVY_EPOCHS = 3
+DEFAULT_HEAVY_TRAIN = None
 SMOKE = {"models": ["smallcnn", "attention_cnn", REFERENCE], "seeds": [0], "epochs": 1,
          "train": 128, "val": 96, "test": 96, "n_resamples": 200}
 CACHE_DIR = C.ROOT / "runs" / "bench_models"
@@ -417,10 +420,18 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="3",
                    help="number of seeds (0..N-1) or a comma list, e.g. 0,1,2 (default 3)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs for every model (default: the fnlab recipe's for light "
-                        f"models, --heavy-epochs for {', '.join(HEAVY)})")
+                   help="epochs for every model (overrides --light-epochs/--heavy-epochs)")
+    p.add_argument("--light-epochs", type=int, default=DEFAULT_LIGHT_EPOCHS,
+                   help=f"epochs of the light models (default {DEFAULT_LIGHT_EPOCHS})")
     p.add_argument("--heavy-epochs", type=int, default=DEFAULT_HEAVY_EPOCHS,
-                   help=f"epochs of the heavy models (default {DEFAULT_HEAVY_EPOCHS})")
+                   help=f"epochs of {', '.join(HEAVY)} (default {DEFAULT_HEAVY_EPOCHS})")
+    p.add_argument("--heavy-train", type=int, default=DEFAULT_HEAVY_TRAIN,
+                   help="training images of the heavy models: a stratified subset, the same "
+                        "for every heavy model of a seed (default "
+                        f"{DEFAULT_HEAVY_TRAIN or 'all'}; 0 = all)")
+    p.add_argument("--train", type=int, default=None,
+                   help="training images of every model (stratified subset; default all)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--cache", default=str(CACHE_DIR),
@@ -450,22 +461,43 @@ def parse_args(argv=None):
         raise BenchError(f"--seeds must be a count or a comma list of ints, got {args.seeds!r}") from None
     if not args.seed_list:
         raise BenchError("--seeds gives no seed")
-    for flag in ("epochs", "heavy_epochs"):
+    for flag in ("epochs", "light_epochs", "heavy_epochs"):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise BenchError(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
+    for flag in ("heavy_train", "train"):
+        v = getattr(args, flag)
+        if v is not None and v < 0:
+            raise BenchError(f"--{flag.replace('_', '-')} must be >= 0, got {v}")
     return args
 
 
-def plan_epochs(name: str, args) -> int:
-    """Epochs of ``name`` under the budget (``--epochs`` overrides every model)."""
-    from fnlab.train import TrainConfig
+def budget_note(args, model_rows: list[dict], recipe: dict, n_train: int) -> str:
+    """One sentence stating the training budget of this run."""
+    tiers: dict[str, list[str]] = {}
+    for m in model_rows:
+        tiers.setdefault(f"{m['epochs']} epoch(s) on {m['n_train']:,} training images",
+                         []).append(m["name"])
+    parts = "; ".join(f"{', '.join(names)}: {what}" for what, names in tiers.items())
+    heavy = ("" if args.smoke or args.epochs else
+             " (the heavy models, whose training step costs > 0.5 GFLOP per 28 px image, "
+             "get a smaller budget so that the whole benchmark fits about 35 minutes on 2 "
+             "CPU cores; a stratified subset is the same for every model of a seed)")
+    return (f"Budget: {parts}{heavy}. Zoo models train with the fnlab recipe (TrainConfig "
+            f"defaults: {recipe['optimizer']} lr {recipe['lr']:g}, {recipe['schedule']} "
+            f"schedule, batch {recipe['batch_size']}, '{recipe['loss']}' loss, "
+            f"'{recipe['augment']}' augmentation, best epoch by {recipe['monitor']}); the full "
+            f"train split has {n_train:,} images.")
 
+
+def plan(name: str, args) -> tuple[int, int | None]:
+    """``(epochs, training-image cap or None)`` of ``name`` under the budget."""
     if args.smoke:
-        return SMOKE["epochs"]
-    if args.epochs is not None:
-        return args.epochs
-    return args.heavy_epochs if name in HEAVY else TrainConfig().epochs
+        return SMOKE["epochs"], None
+    heavy = name in HEAVY
+    epochs = args.epochs or (args.heavy_epochs if heavy else args.light_epochs)
+    cap = args.train if args.train else (args.heavy_train if heavy else None)
+    return epochs, (cap or None)
 
 
 def main(argv=None) -> int:
@@ -498,17 +530,25 @@ def main(argv=None) -> int:
     runs: dict = {}
     per_run: list[dict] = []
     total = len(args.model_names) * len(args.seed_list)
+    for name in args.model_names:
+        epochs, cap = plan(name, args)
+        print(f"  plan: {name}: {epochs} epoch(s) x {cap or len(data['train'])} training "
+              f"images x {len(args.seed_list)} seed(s)", flush=True)
+    if args.dry_run:
+        return 0
     done = 0
     for name in args.model_names:
-        epochs = plan_epochs(name, args)
+        epochs, cap = plan(name, args)
         for seed in args.seed_list:
+            # the same stratified subset for every model of a seed
+            seed_data = dict(data, train=stratified_head(data["train"], cap, seed))
             cfg = None if name == REFERENCE else zoo_config(name, seed, epochs, device).to_dict()
             key = run_key(name, seed, epochs, md5, {k: v for k, v in (cfg or {}).items()
                                                      if k not in ("device", "progress")},
-                          len(data["train"]))
+                          len(seed_data["train"]))
             t0 = time.perf_counter()
-            out = cached_run(cache, key, lambda n=name, s=seed, e=epochs:
-                             train_one(n, s, e, data, device), reuse=not args.retrain)
+            out = cached_run(cache, key, lambda n=name, s=seed, e=epochs, d=seed_data:
+                             train_one(n, s, e, d, device), reuse=not args.retrain)
             runs[name, seed] = out
             row = {"model": name, "seed": seed, "epochs": epochs, "cached": out["cached"],
                    "n_train": out["n_train"], "n_parameters": out["n_parameters"],
@@ -583,14 +623,7 @@ def main(argv=None) -> int:
                "ensemble": {k: v for k, v in ensemble.items()},
                "comparison": comparison}
     notes = [
-        f"Budget: the fnlab recipe (TrainConfig defaults: {recipe['epochs']} epochs, "
-        f"{recipe['optimizer']} lr {recipe['lr']} {recipe['schedule']}, batch "
-        f"{recipe['batch_size']}, {recipe['loss']} loss, '{recipe['augment']}' augmentation, "
-        f"best epoch by {recipe['monitor']}) on the whole train split; "
-        f"{', '.join(HEAVY)} get {args.heavy_epochs} epochs (--heavy-epochs) so that the "
-        "benchmark fits ~35 min on 2 CPU cores."
-        if not args.smoke and args.epochs is None else
-        f"Budget: {plan_epochs(args.model_names[0], args)} epoch(s) for every model.",
+        budget_note(args, model_rows, recipe, len(data["train"])),
         "MedMNIST v2 protocol re-implemented: CIFAR-style ResNet-18 (3x3 stride-1 stem, no "
         "max-pool, 1 channel as MedMNIST's default), Adam 1e-3, batch 128, no augmentation, "
         "(x-0.5)/0.5, lr x0.1 at 50% and 75% of the epochs, best validation AUC kept "
