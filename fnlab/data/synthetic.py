@@ -394,7 +394,7 @@ def _sample(n: int, cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str,
     P["les_ry"] = r * u(0.9, 1.35, n_pat)
     # density at difficulty 0 (consolidation ~ airless lung), falling with difficulty:
     # most positives stay clear, the top of the range fades to a few percent
-    base_c = np.select([subtype == 1, subtype == 2], [0.34, 0.28], 0.30)
+    base_c = np.select([subtype == 1, subtype == 2], [0.34, 0.32], 0.42)
     strength = 1.0 - 0.92 * diff**1.6
     P["les_c"] = base_c * strength * u(0.9, 1.1, n_pat) * cfg.lesion_contrast
     P["fissure"] = np.where(u(0, 1, n_pat) < 0.5, 0.0, np.where(u(0, 1, n_pat) < 0.5, -1.0, 1.0))
@@ -517,13 +517,20 @@ def _lung_side(xs: np.ndarray, ys: np.ndarray, p: dict[str, np.ndarray],
     return u, _ramp(yd - ys, 18.0)
 
 
+def _span(flags: np.ndarray) -> tuple[int, int]:
+    """First and one-past-last index where ``flags`` is True (a row/column window)."""
+    return int(np.argmax(flags)), len(flags) - int(np.argmax(flags[::-1]))
+
+
 def _render_batch(p: dict[str, np.ndarray], r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Attenuation map ``A`` (B, r, r) and lesion extent (B, r, r, 0..1) for one batch."""
+    """Attenuation map ``A`` (B, r, r) and lesion extent (B, r, r, 0..1) for one batch.
+
+    ``p`` holds the batch's per-image parameters, sorted by ``subtype``.
+    """
     g = _grid(r)
     xs = (g[None, None, :] - _c(p["ox"])) / _c(p["sx"])  # (B, 1, W)
     ys = (g[None, :, None] - _c(p["oy"])) / _c(p["sy"])  # (B, H, 1)
     xa = np.abs(xs)
-    B = len(p["ox"])
 
     # body: a boxy superellipse with sloping shoulders and a thick centre
     bw = _c(p["body_w"])
@@ -532,74 +539,91 @@ def _render_batch(p: dict[str, np.ndarray], r: int) -> tuple[np.ndarray, np.ndar
     body = _ramp(1.0 - bx - by, 5.0)
     shoulder = 0.55 * np.clip(xa - 0.16, 0.0, None) - 1.02  # (B,1,W)
     body *= _ramp(ys - shoulder, 14.0)
-    thick = _c(p["soft"]) * (0.45 + 0.55 * np.clip(1.0 - (xs / bw) ** 2, 0.0, 1.0))
-    A = body * thick
+    body *= _c(p["soft"]) * (0.45 + 0.55 * np.clip(1.0 - (xs / bw) ** 2, 0.0, 1.0))
+    A = body
 
     # lungs: rounded apex, dome-shaped base; patient's right (image left) dome higher
-    lung = None
-    for sgn in (-1.0, 1.0):
-        u, field = _lung_side(xs, ys, p, sgn)
+    # each lung is drawn on its own half of the columns (with a margin for the offsets)
+    lung = np.zeros_like(A)
+    for sgn, cols in ((-1.0, g < 0.12), (1.0, g > -0.12)):
+        c0, c1 = _span(cols)
+        u, field = _lung_side(xs[..., c0:c1], ys, p, sgn)
         field *= _ramp(1.0 - u * u, 3.0)
-        lung = field if lung is None else lung + field
+        lung[..., c0:c1] += field
+    lung_raw = lung.copy() if (p["subtype"] > 0).any() else None
 
-    # heart and mediastinum, occluding the medial lungs
-    hx = ((xs - _c(p["heart_x"])) / _c(p["heart_ax"])) ** 2
-    hy = ((ys - _c(p["heart_y"])) / _c(p["heart_ay"])) ** 2
-    heart = _ramp(1.0 - hx - hy, 3.0)
+    # heart (drawn on the rows it can reach) and mediastinum, occluding the medial lungs
     mw = _c(p["med_w"]) * (0.8 + 0.45 * np.clip((ys + 0.35) * 1.6, 0.0, 1.0))  # (B,H,1)
-    med = _ramp(mw - xa, 18.0)
-    occl = np.maximum(heart, med)
-    lung *= 1.0 - 0.8 * occl
-    A -= 0.32 * lung
-    A += 0.10 * occl
+    occl = _ramp(mw - xa, 18.0)
+    h0, h1 = _span(g > -0.30)
+    hx = ((xs - _c(p["heart_x"])) / _c(p["heart_ax"])) ** 2
+    hy = ((ys[:, h0:h1] - _c(p["heart_y"])) / _c(p["heart_ay"])) ** 2
+    heart = _ramp(1.0 - hx - hy, 3.0)
+    np.maximum(occl[:, h0:h1], heart, out=occl[:, h0:h1])
+    t = occl * np.float32(-0.8)
+    t += 1.0
+    lung *= t
+    np.multiply(lung, np.float32(0.32), out=t)
+    A -= t
+    np.multiply(occl, np.float32(0.10), out=t)
+    A += t
 
     # vascular markings: fine texture strongest at the hila
     tex = _crops(_texture_bank(r, "fine"), p["tex_k"], p["tex_oy"], p["tex_ox"], r)
     hil = np.exp(-(((xa - 0.2) / 0.22) ** 2)) * np.exp(-(((ys + 0.02) / 0.35) ** 2))
     A += (0.035 * _c(p["mark"]) * tex + 0.07) * hil * lung
 
-    # trachea (air column) and spine
-    A -= 0.10 * np.clip((0.035 - xa) * 40.0, 0.0, 1.0) * np.clip((-0.3 - ys) * 8.0, 0.0, 1.0)
-    A += 0.06 * np.clip((0.06 - xa) * 30.0, 0.0, 1.0) * (0.75 + 0.25 * np.cos(ys * 28.0))
+    # trachea (air column) and spine, on the central columns
+    c0, c1 = _span(np.abs(g) < 0.16)
+    xc = xa[..., c0:c1]
+    A[..., c0:c1] -= 0.10 * np.clip((0.035 - xc) * 40.0, 0.0, 1.0) \
+        * np.clip((-0.3 - ys) * 8.0, 0.0, 1.0)
+    A[..., c0:c1] += 0.06 * np.clip((0.06 - xc) * 30.0, 0.0, 1.0) \
+        * (0.75 + 0.25 * np.cos(ys * 28.0))
 
     # posterior ribs: arcs rising from the spine and falling laterally
     sp = _c(p["rib_sp"])
-    phase = (ys + 0.08 * ys * ys) / sp - _c(p["rib_curv"]) * (xa - 0.16) ** 2 / sp
-    phase += _c(p["rib_ph"])
+    phase = (ys + 0.08 * ys * ys) / sp + _c(p["rib_ph"]) - _c(p["rib_curv"]) * (xa - 0.16) ** 2 / sp
     ribs = np.floor(phase)
-    np.subtract(phase, ribs, out=ribs)  # triangle wave |frac - 1/2|: ribs where it is high
-    ribs -= 0.5
-    np.abs(ribs, out=ribs)
-    ribs = _ramp(ribs - 0.36, 7.0)
-    ribs *= np.clip((0.80 - xa) * 10.0, 0.0, 1.0) * np.clip((xa - 0.04) * 20.0, 0.0, 1.0) \
-        * (np.clip((ys + 0.85) * 8.0, 0.0, 1.0) * np.clip((0.62 - ys) * 6.0, 0.0, 1.0))
-    ribs *= 0.35 + 0.65 * lung
-    A += 0.08 * ribs
+    phase -= ribs  # triangle wave |frac - 1/2|: ribs where it is high
+    phase -= 0.5
+    np.abs(phase, out=phase)
+    phase *= 7.0  # ramp((|frac - 1/2| - 0.36), slope 7)
+    phase -= 7.0 * 0.36 - 0.5
+    np.clip(phase, 0.0, 1.0, out=phase)
+    phase *= 0.08 * np.clip((0.80 - xa) * 10.0, 0.0, 1.0) * np.clip((xa - 0.04) * 20.0, 0.0, 1.0)
+    phase *= np.clip((ys + 0.85) * 8.0, 0.0, 1.0) * np.clip((0.62 - ys) * 6.0, 0.0, 1.0)
+    np.multiply(lung, np.float32(0.65), out=ribs)  # ribs show best over the dark lungs
+    ribs += 0.35
+    ribs *= phase
+    A += ribs
 
-    # clavicles
+    # clavicles, on the top rows
+    r1 = _span(g < -0.30)[1]
     yc = _c(p["clav_y"]) + _c(p["clav_slope"]) * (xa - 0.1) + 0.6 * (xa - 0.32) ** 2
-    clav = _ramp(0.04 - np.abs(ys - yc), 30.0)
-    clav *= np.clip((xa - 0.05) * 25.0, 0.0, 1.0) * np.clip((0.62 - xa) * 12.0, 0.0, 1.0)
-    A += 0.12 * clav
+    clav = _ramp(0.04 - np.abs(ys[:, :r1] - yc), 30.0)
+    clav *= 0.12 * np.clip((xa - 0.05) * 25.0, 0.0, 1.0) * np.clip((0.62 - xa) * 12.0, 0.0, 1.0)
+    A[:, :r1] += clav
 
     # findings (only the rows that have one)
     ext = np.zeros_like(A)  # lesion extent, 0..1; the mask is ext > 0.3
     sub = p["subtype"]
     if (sub > 0).any():
-        need = np.flatnonzero(sub > 0)
-        ctex_all = _crops(_texture_bank(r, "coarse"), p["ctex_k"][need], p["ctex_oy"][need],
-                          p["ctex_ox"][need], r)
-        pos_of = np.full(B, -1)
-        pos_of[need] = np.arange(len(need))
+        # the batch comes sorted by subtype, so each finding's rows form one slice
+        bounds = np.searchsorted(sub, [1, 2, 3, 4])
+        n0 = int(bounds[0])
+        ctex_all = _crops(_texture_bank(r, "coarse"), p["ctex_k"][n0:], p["ctex_oy"][n0:],
+                          p["ctex_ox"][n0:], r)
         for kind in (1, 2, 3):
-            idx = np.flatnonzero(sub == kind)
-            if not len(idx):
+            a, b = int(bounds[kind - 1]), int(bounds[kind])
+            if a == b:
                 continue
+            idx = slice(a, b)
             q = {k2: v[idx] for k2, v in p.items()}
             xsi, ysi, xai = xs[idx], ys[idx], xa[idx]
-            lf = np.clip(lung[idx] / np.maximum(1.0 - 0.8 * occl[idx], 1e-3), 0.0, 1.0)
+            lf = lung_raw[idx]
             lf *= 1.0 - 0.5 * occl[idx]
-            ct = ctex_all[pos_of[idx]]
+            ct = ctex_all[a - n0:b - n0]
             if kind == 1:  # lobar consolidation: dense, irregular, maybe cut by a fissure
                 ex = np.exp(-(((xsi - _c(q["les_x"])) / _c(q["les_rx"])) ** 2))
                 ey = np.exp(-(((ysi - _c(q["les_y"])) / _c(q["les_ry"])) ** 2))
@@ -622,11 +646,11 @@ def _render_batch(p: dict[str, np.ndarray], r: int) -> tuple[np.ndarray, np.ndar
                 periph = None
                 for sgn in (-1.0, 1.0):
                     ul, _ = _lung_side(xsi, ysi, q, sgn)
-                    ul = np.clip((ul - 0.05) * 1.6, 0.0, 1.0) * (xsi * sgn > 0)
+                    ul = np.clip(ul * 2.0, 0.0, 1.0) * (xsi * sgn > 0)
                     periph = ul if periph is None else periph + ul
                 ey = np.exp(-(((ysi - _c(q["spread_y"]) - 0.05) / _c(q["spread_r"])) ** 2))
                 side_w = np.where(xsi < 0, _c(q["w_r"]), _c(q["w_l"]))
-                patch = np.clip(ct * 0.8 + 0.65, 0.0, 1.0)
+                patch = np.clip(ct * 0.8 + 0.75, 0.0, 1.0)
                 d = periph * ey * side_w * patch * lf
                 e = d
             ext[idx] = e
@@ -787,10 +811,11 @@ def generate(n: int, config: SyntheticConfig | None = None, seed: int = 0,
     masks = np.zeros((n, s, s), bool)
     batch_rngs = render_ss.spawn(-(-n // _BATCH)) if n else []
     for b, start in enumerate(range(0, n, _BATCH)):
-        sl = slice(start, min(start + _BATCH, n))
-        pb = {k: v[sl] for k, v in p.items()}
+        rows = start + np.argsort(p["subtype"][start:start + _BATCH], kind="stable")
+        pb = {k: v[rows] for k, v in p.items()}
         A, ext = _render_batch(pb, r)
-        images[sl], masks[sl] = _finish(A, ext, pb, s, r, cfg, np.random.default_rng(batch_rngs[b]))
+        images[rows], masks[rows] = _finish(A, ext, pb, s, r, cfg,
+                                            np.random.default_rng(batch_rngs[b]))
 
     subtype = p["subtype"]
     if cfg.mode == "4class":
