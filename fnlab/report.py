@@ -315,6 +315,7 @@ def _data(run, config: dict, metrics: dict, data) -> str:
             train_site = data.get("train")
             tr = getattr(train_site, "meta", {}).get("site") if train_site is not None else None
             if tr is not None:
+                lines.append("")
                 lines.append(f"Acquisition sites: train {sorted(set(np.asarray(tr).tolist()))}, "
                              f"test {sites}.")
     return "\n".join(lines)
@@ -367,6 +368,8 @@ _CAL_LABELS = {
     "ece_after": "ECE after temperature scaling",
     "brier_before": "Brier score before temperature scaling",
     "brier_after": "Brier score after temperature scaling",
+    "val_ece_before": "ECE on validation before temperature scaling",
+    "val_ece_after": "ECE on validation after temperature scaling",
 }
 
 
@@ -374,7 +377,8 @@ def _calibration(run, calibration) -> str:
     if calibration:
         rows = [(_CAL_LABELS.get(k, k), _num(v, 4) if not isinstance(v, str) else v)
                 for k, v in calibration.items()]
-        return ("Calibration figures on the test split, as supplied:\n\n"
+        return ("Calibration figures as supplied (on the test split unless the name says "
+                "otherwise):\n\n"
                 + _table(("figure", "value"), rows))
     try:
         ece = expected_calibration_error(run.test)
