@@ -40,7 +40,15 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
     ``dataset="auto"`` is resolved here (real PneumoniaMNIST when cached, else
     synthetic), so the config names the data it really uses. ``epochs=None`` takes the
     profile's epochs; ``overrides`` set any other TrainConfig field (``loss``,
-    ``augment``, ``lr``, ...).
+    ``augment``, ``lr``, ...). The profile's builder options for ``model`` (the smoke
+    profile's cheaper ResNet stem and ViT patches, see
+    :data:`fnlab.profiles.SMOKE_MODEL_KWARGS`) go into ``model_kwargs`` under any that
+    are given.
+
+    >>> lesson_config("resnet18", dataset="synthetic", profile="smoke").model_kwargs
+    {'stem': 'imagenet'}
+    >>> lesson_config("resnet18", dataset="synthetic", profile="full").model_kwargs
+    {}
     """
     name, _ = resolve_dataset(dataset)
     settings = get_profile(profile)
@@ -48,6 +56,7 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
                   epochs=int(epochs) if epochs else settings.epochs,
                   batch_size=settings.batch_size, seed=int(seed), device=device)
     fields.update(overrides)
+    fields["model_kwargs"] = {**settings.model_kwargs(model), **dict(overrides.get("model_kwargs") or {})}
     return TrainConfig(**fields)
 
 
@@ -78,5 +87,6 @@ def lesson_run(config: TrainConfig, data_seed: int | None = None,
     run = get_or_train(config, threshold_rule="recall", threshold_value=target_recall,
                        data=data, retrain=retrain)
     how = "loaded from the cache" if run.cached else "trained"
-    print(f"{config.model} (seed {config.seed}) {how}: {run.path.name}")
+    options = f" {config.model_kwargs}" if config.model_kwargs else ""
+    print(f"{config.model}{options} (seed {config.seed}) {how}: {run.path.name}")
     return run

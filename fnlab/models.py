@@ -23,7 +23,10 @@ pixels: ResNets get a 3x3 stride-1 first convolution and no max-pool; DenseNet-1
 likewise (``conv0`` 3x3 stride 1, no ``pool0``); MobileNetV2 and EfficientNet-B0 get
 stride 1 in their first convolution. With ``pretrained=True`` the first
 convolution's RGB filters are averaged into one channel (and, for a 3x3 small
-stem, the centre 3x3 of the 7x7 ImageNet kernel is kept).
+stem, the centre 3x3 of the 7x7 ImageNet kernel is kept). ``stem="imagenet"`` keeps
+torchvision's own stem at any size (about 16x fewer operations on a 28 px image: the
+``smoke`` profile's choice for these backbones, so that CI stays fast);
+``stem="small"`` forces the small one.
 
 ReLUs are made non-in-place in every model (in-place activations break several
 Captum attribution methods). torchvision's ResNets still reuse one ReLU module
@@ -302,11 +305,16 @@ def _replace_conv(old: nn.Conv2d, in_channels: int, small: bool) -> nn.Conv2d:
                      bias=old.bias is not None)
 
 
+STEMS = ("auto", "small", "imagenet")
+
+
 def _torchvision_body(name: str, num_outputs: int, in_channels: int, size: int,
-                      pretrained: bool) -> nn.Module:
+                      pretrained: bool, stem: str = "auto") -> nn.Module:
     import torchvision.models as tvm
 
-    small = size < SMALL_INPUT
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of: {', '.join(STEMS)}")
+    small = size < SMALL_INPUT if stem == "auto" else stem == "small"
     net = getattr(tvm, name)(weights=None)
     if pretrained:
         net.load_state_dict(_load_imagenet_state(name))
@@ -341,7 +349,11 @@ def _torchvision_body(name: str, num_outputs: int, in_channels: int, size: int,
 
 
 # --------------------------------------------------------------------------- ViT
-def _vit_patch(size: int) -> int:
+def _vit_patch(size: int, coarse: bool = False) -> int:
+    if coarse:  # the largest patch that still leaves a 4 x 4 grid of tokens
+        for patch in (32, 16, 14, 8, 7, 4):
+            if size % patch == 0 and size // patch >= 4:
+                return patch
     for patch in (4, 7, 8, 16, 14, 32):
         if size % patch == 0 and (size // patch) ** 2 <= 256:
             return patch
@@ -349,12 +361,18 @@ def _vit_patch(size: int) -> int:
                      "into at most 256 patches; use an image size such as 28, 32, 64 or 128")
 
 
-def _vit_body(num_outputs: int, in_channels: int, size: int, patch_size: int | None = None,
+def _vit_body(num_outputs: int, in_channels: int, size: int,
+              patch_size: int | str | None = None,
               num_layers: int = 6, num_heads: int = 4, hidden_dim: int = 128,
               mlp_dim: int = 512, dropout: float = 0.1) -> nn.Module:
     from torchvision.models import VisionTransformer
 
-    patch = patch_size or _vit_patch(size)
+    if patch_size == "coarse":
+        patch = _vit_patch(size, coarse=True)
+    elif isinstance(patch_size, str):
+        raise ValueError(f"vit_tiny: patch_size must be an int, None or 'coarse', got {patch_size!r}")
+    else:
+        patch = patch_size or _vit_patch(size)
     if size % patch:
         raise ValueError(f"vit_tiny: patch size {patch} does not divide image size {size}")
     vit = VisionTransformer(image_size=size, patch_size=patch, num_layers=num_layers,
@@ -374,8 +392,8 @@ def _attention_cnn(num_outputs, in_channels, size, pretrained, width=32, dropout
 
 
 def _tv(name: str) -> Callable:
-    def build(num_outputs, in_channels, size, pretrained):
-        return _torchvision_body(name, num_outputs, in_channels, size, pretrained)
+    def build(num_outputs, in_channels, size, pretrained, stem="auto"):
+        return _torchvision_body(name, num_outputs, in_channels, size, pretrained, stem)
 
     build.__name__ = name
     return build
@@ -434,8 +452,10 @@ def create(name: str, num_classes: int = 2, in_channels: int = 1, image_size: in
     resize_to : resize inputs to this side inside the model (e.g. 28 px images seen at
         56 px); the body is built for that size.
     **kw : builder options: ``width``, ``dropout`` (smallcnn, attention_cnn);
-        ``patch_size``, ``num_layers``, ``num_heads``, ``hidden_dim``, ``mlp_dim``,
-        ``dropout`` (vit_tiny).
+        ``stem`` (``"auto"``, ``"small"``, ``"imagenet"``; torchvision backbones);
+        ``patch_size`` (int; ``"coarse"``: the largest patch leaving a 4 x 4 token grid,
+        the ``smoke`` profile's choice), ``num_layers``, ``num_heads``, ``hidden_dim``,
+        ``mlp_dim``, ``dropout`` (vit_tiny).
 
     >>> create("resnet18", num_classes=4, image_size=64)(torch.rand(2, 1, 64, 64)).shape
     torch.Size([2, 4])

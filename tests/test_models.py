@@ -157,3 +157,33 @@ def test_pretrained_loads_local_file_and_averages_rgb(tmp_path, monkeypatch):
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot read the ImageNet weights"):
         models.create("resnet18", pretrained=True)
+
+
+def test_stem_option_changes_resolution_not_outputs():
+    x = torch.rand(2, 1, 32, 32)
+    small = models.create("resnet18", image_size=32)
+    imagenet = models.create("resnet18", image_size=32, stem="imagenet")
+    assert small.body.conv1.stride == (1, 1) and imagenet.body.conv1.stride == (2, 2)
+    assert isinstance(imagenet.body.maxpool, torch.nn.MaxPool2d)
+    assert small(x).shape == imagenet(x).shape == (2,)
+    with pytest.raises(ValueError, match="unknown stem 'tiny'"):
+        models.create("resnet18", image_size=32, stem="tiny")
+
+
+def test_vit_coarse_patches_leave_a_4x4_grid():
+    for size, patch in [(28, 7), (32, 8), (64, 16), (128, 32)]:
+        vit = models.create("vit_tiny", image_size=size, patch_size="coarse")
+        assert vit.body.patch_size == patch
+    with pytest.raises(ValueError, match="patch_size must be"):
+        models.create("vit_tiny", image_size=32, patch_size="fine")
+
+
+def test_smoke_profile_gives_cheaper_heavy_models():
+    from fnlab.lessons import lesson_config
+
+    cfg = lesson_config("vit_tiny", dataset="synthetic", profile="smoke")
+    assert cfg.model_kwargs == {"patch_size": "coarse"}
+    cfg = lesson_config("resnet18", dataset="synthetic", profile="smoke",
+                        model_kwargs={"stem": "small"})
+    assert cfg.model_kwargs == {"stem": "small"}  # the caller's options win
+    assert lesson_config("smallcnn", dataset="synthetic", profile="smoke").model_kwargs == {}
