@@ -181,7 +181,8 @@ def format_summary_md(result: CourseResult) -> str:
     for nb in result.notebooks:
         f = nb.figures
         extra = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(f.items())
-                          if k not in known and not isinstance(v, (dict, list)))
+                          if k not in known and v is not None
+                          and not isinstance(v, (dict, list)))
         if nb.error:
             extra = f"{nb.error.get('ename')}: {nb.error.get('evalue', '')[:120]}"
         lines.append(

@@ -94,3 +94,13 @@ def test_info_prints_versions_and_device(capsys):
     out = capsys.readouterr().out
     for key in ("torch", "torchvision", "captum", "device", "data_dir", "datasets"):
         assert key in out
+
+
+def test_summary_md_leaves_out_figures_a_notebook_could_not_compute(tmp_path):
+    nb = course.NotebookResult("02_x", "ok", 1.0, "", figures={
+        "auc": 0.9, "fn": 3, "attention_in_lesion": None, "auc_vit": 0.5, "per_class": {"a": 1}})
+    result = course.CourseResult(tmp_path, "smoke", "auto", {}, [nb], "now", 1.0)
+    row = [line for line in course.format_summary_md(result).splitlines()
+           if line.startswith("| 02_x")][0]
+    assert "auc_vit=0.500" in row and "0.900" in row
+    assert "attention_in_lesion" not in row and "per_class" not in row

@@ -1,9 +1,9 @@
 """``fnlab train`` on the real PneumoniaMNIST variant, with a reduced budget.
 
-The full recipe (README results section) reaches test AUC >= 0.975 and test
-sensitivity >= 0.98; this test runs the same command with fewer epochs (about a
-minute on 2 CPU cores) and asserts floors well below those figures, so that noise
-never makes it flaky. Skips cleanly when ``../shared/data`` lacks the file.
+The full recipe (15 epochs, README results section) measured test AUC 0.979 and
+test sensitivity 0.995 (specificity 0.68) in 179 s on 2 CPU cores; this test runs the
+same command with 4 epochs (about 45 s) and asserts floors well below those figures,
+so that noise never makes it flaky. Skips cleanly when ``../shared/data`` lacks the file.
 """
 
 from __future__ import annotations
