@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-#: The smoke profile trains the heavy zoo models in a cheaper form, so that a notebook
-#: comparing them still runs in well under a minute on a laptop CPU: torchvision
+#: The smoke profile trains the heavy zoo models in a cheaper form, so that notebook 02's
+#: four trainings take under a minute on a laptop CPU (about 10x less than with the
+#: small-image forms): torchvision
 #: backbones keep their ImageNet stem (4x downsampling first, about 16x fewer operations
 #: on a 32 px image) and the ViT uses coarse patches (16 tokens). The full profile
 #: trains every model as described in :mod:`fnlab.models`.
