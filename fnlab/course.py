@@ -3,14 +3,16 @@
 ``fnlab course run`` and ``make course`` are thin wrappers over :func:`run_course`.
 Each notebook is executed into ``runs/<stamp>/``; ``summary.json`` and
 ``summary.md`` give, per notebook, its status, seconds and the key figures it
-recorded with :func:`fnlab.recording.record`. A failing notebook does not stop
-the run: it is marked failed with the failing cell's error.
+recorded with :func:`fnlab.recording.record`, and the lesson claims it recorded
+with :func:`fnlab.recording.claim` (each ``{id, statement, value, bound, holds}``).
+A failing notebook does not stop the run: it is marked failed with the failing
+cell's error. :func:`claim_failures` lists what ``--check-claims`` fails on.
 
 Example
 -------
 >>> [p.name for p in list_notebooks()][:1]  # doctest: +SKIP
 ['00_welcome.ipynb']
->>> result = run_course(["00_welcome"], profile="smoke")  # doctest: +SKIP
+>>> result = run_course(["00_welcome"])  # doctest: +SKIP
 >>> result.ok  # doctest: +SKIP
 True
 """
@@ -29,10 +31,13 @@ from pathlib import Path
 
 from fnlab import __version__
 from fnlab.config import PROJECT_ROOT
-from fnlab.profiles import PROFILES
-from fnlab.recording import RECORD_ENV, read_record
+from fnlab.profiles import DEFAULT_PROFILE, PROFILES
+from fnlab.recording import RECORD_ENV, claim_problems, format_claim, read_claims, read_record
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+#: Notebooks that teach no measurable lesson of their own (the welcome tour) and so
+#: record no claims; every other notebook must record at least one.
+NO_CLAIMS_NEEDED = frozenset({"00_welcome"})
 
 
 def notebooks_dir() -> Path:
@@ -98,6 +103,7 @@ class NotebookResult:
     output: str
     error: dict | None = None
     figures: dict = field(default_factory=dict)
+    claims: list = field(default_factory=list)
 
 
 @dataclass
@@ -124,8 +130,28 @@ class CourseResult:
             "parameters": self.parameters,
             "ok": self.ok,
             "total_seconds": round(self.total_seconds, 2),
+            "claims_hold": not claim_failures(self),
             "notebooks": [asdict(nb) for nb in self.notebooks],
         }
+
+
+def claim_failures(result: CourseResult) -> list[str]:
+    """One line per problem ``--check-claims`` fails on, naming the notebook.
+
+    A claim that does not hold; a notebook that ran but recorded no claims (except
+    :data:`NO_CLAIMS_NEEDED`), recorded one id twice or a claim without a bound; a
+    notebook that failed.
+    """
+    out = []
+    for nb in result.notebooks:
+        if nb.status != "ok":
+            out.append(f"{nb.name}: notebook failed, its claims were not all checked")
+        problems = claim_problems(nb.claims)
+        if nb.name in NO_CLAIMS_NEEDED and not nb.claims:
+            problems = []
+        out += [f"{nb.name}: {p}" for p in problems]
+        out += [f"{nb.name}: {format_claim(c)}" for c in nb.claims if not c.get("holds")]
+    return out
 
 
 def _new_run_dir(base: Path) -> Path:
@@ -190,6 +216,17 @@ def format_summary_md(result: CourseResult) -> str:
             f"{fmt(f.get('auc'))} | {fmt(f.get('sensitivity'))} | {fmt(f.get('specificity'))} | "
             f"{fmt(f.get('fn'))} | {extra} |"
         )
+    lines += ["", "## Lesson claims", "",
+              "| notebook | claim | holds | value | bound | statement |",
+              "|---|---|---|---:|---:|---|"]
+    for nb in result.notebooks:
+        for c in nb.claims:
+            lines.append(f"| {nb.name} | `{c.get('id')}` | {'yes' if c.get('holds') else '**NO**'} "
+                         f"| {fmt(c.get('value'))} | {c.get('op', '>=')} {fmt(c.get('bound'))} "
+                         f"| {c.get('statement')} |")
+    failures = claim_failures(result)
+    lines += ["", "All claims hold." if not failures else
+              "Problems with the claims:\n\n" + "\n".join(f"- {f}" for f in failures)]
     return "\n".join(lines) + "\n"
 
 
@@ -202,7 +239,7 @@ def write_summary(result: CourseResult) -> None:
 def run_course(
     notebooks: list[str] | None = None,
     *,
-    profile: str = "smoke",
+    profile: str = DEFAULT_PROFILE,
     dataset: str = "auto",
     device: str | None = None,
     parameters: dict | None = None,
@@ -262,7 +299,8 @@ def run_course(
                 os.environ[RECORD_ENV] = old_env
         seconds = time.perf_counter() - t0
         nb = NotebookResult(path.stem, "failed" if error else "ok", round(seconds, 2),
-                            executed.name, error, read_record(record_path))
+                            executed.name, error, read_record(record_path),
+                            read_claims(record_path))
         result.notebooks.append(nb)
         result.total_seconds = time.perf_counter() - t_all
         write_summary(result)  # after every notebook, so progress is never lost

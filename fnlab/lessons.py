@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from fnlab.data.imageset import ImageSet
 from fnlab.data.registry import load_dataset, resolve_dataset
-from fnlab.profiles import get_profile
+from fnlab.profiles import DEFAULT_PROFILE, get_profile
 from fnlab.runs import Run, get_or_train
 from fnlab.train import TrainConfig
 
@@ -32,7 +32,7 @@ from fnlab.train import TrainConfig
 TARGET_RECALL = 0.95
 
 
-def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: str = "smoke",
+def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: str = DEFAULT_PROFILE,
                   seed: int = 0, epochs: int | None = None, device: str = "auto",
                   data_path: str | None = None, **overrides) -> TrainConfig:
     """A :class:`~fnlab.train.TrainConfig` with the profile's budget.
@@ -40,10 +40,10 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
     ``dataset="auto"`` is resolved here (real PneumoniaMNIST when cached, else
     synthetic), so the config names the data it really uses. ``epochs=None`` takes the
     profile's epochs; ``overrides`` set any other TrainConfig field (``loss``,
-    ``augment``, ``lr``, ...). The profile's builder options for ``model`` (the smoke
-    profile's cheaper ResNet stem and ViT patches, see
-    :data:`fnlab.profiles.SMOKE_MODEL_KWARGS`) go into ``model_kwargs`` under any that
-    are given.
+    ``augment``, ``lr``, ...). The profile's builder options for ``model`` (the
+    ImageNet stem of the torchvision backbones in the lessons and smoke profiles, the
+    smoke profile's coarse ViT patches, see :mod:`fnlab.profiles`) go into
+    ``model_kwargs`` under any that are given.
 
     >>> lesson_config("resnet18", dataset="synthetic", profile="smoke").model_kwargs
     {'stem': 'imagenet'}

@@ -39,7 +39,7 @@ def tiny_course(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["course", "run", "--profile", "huge"], "choose one of: smoke, full"),
+    (["course", "run", "--profile", "huge"], "choose one of: lessons, smoke, full"),
     (["course", "run", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["course", "run", "99_nothing"], "unknown notebook '99_nothing'; choose from: 00_ok"),
 ])
@@ -104,3 +104,75 @@ def test_summary_md_leaves_out_figures_a_notebook_could_not_compute(tmp_path):
            if line.startswith("| 02_x")][0]
     assert "auc_vit=0.500" in row and "0.900" in row
     assert "attention_in_lesion" not in row and "per_class" not in row
+
+
+# --------------------------------------------------------------------------- lesson claims
+def _claims_course(tmp_path, monkeypatch, **bodies):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name, body in bodies.items():
+        _notebook(nbdir / f"{name}.ipynb", "from fnlab.recording import claim\n" + body)
+    monkeypatch.setattr(course, "notebooks_dir", lambda: nbdir)
+    return tmp_path / "out"
+
+
+def test_claims_reach_summary_json_and_md(tmp_path, monkeypatch, capsys):
+    out = _claims_course(tmp_path, monkeypatch, **{
+        "01_a": 'claim("gap", "accuracy gap of at least 0.05", 0.08, 0.05)',
+        "02_b": 'claim("few_fn", "misses at most 3", 2, 3, op="<=")\n'
+                'claim("auc", "AUC at least 0.8", 0.9, 0.8)'})
+    assert main(["course", "run", "--out", str(out), "--no-progress", "--check-claims"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    claims = {nb["name"]: nb["claims"] for nb in summary["notebooks"]}
+    assert [c["id"] for c in claims["02_b"]] == ["few_fn", "auc"]
+    assert claims["01_a"][0] == {"id": "gap", "statement": "accuracy gap of at least 0.05",
+                                 "value": 0.08, "bound": 0.05, "op": ">=", "holds": True}
+    assert summary["claims_hold"] is True
+    assert "claims" not in summary["notebooks"][0]["figures"]
+    md = (out / "summary.md").read_text()
+    assert "| 02_b | `few_fn` | yes | 2 | <= 3 |" in md and "All claims hold." in md
+    assert "lesson claims: 3 of 3 hold" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body, problem", [
+    ('claim("auc", "AUC at least 0.8", 0.7, 0.8)', "claim auc: DOES NOT HOLD"),
+    ('claim("auc", "AUC at least 0.8", 0.9, 0.8)\nclaim("auc", "again", 0.9, 0.8)',
+     "claim 'auc' recorded twice"),
+    ('claim("auc", "AUC at least something", 0.9, None)', "claim 'auc' has no bound"),
+    ('x = 1', "records no claims"),
+    ('claim("auc", "AUC", float("nan"), 0.8)', "claim auc: DOES NOT HOLD"),
+])
+def test_check_claims_names_the_notebook_and_fails(tmp_path, monkeypatch, capsys, body, problem):
+    out = _claims_course(tmp_path, monkeypatch, **{"03_bad": body})
+    argv = ["course", "run", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--check-claims"]) == 1
+    printed = capsys.readouterr().out
+    assert "claim check: 03_bad: " in printed and problem in printed
+    assert problem in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["claims_hold"] is False
+
+
+def test_without_check_claims_a_failing_claim_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
+    out = _claims_course(tmp_path, monkeypatch, **{"03_bad": 'claim("a", "b", 0.1, 0.5)'})
+    assert main(["course", "run", "--out", str(out), "--no-progress"]) == 0
+    assert "lesson claims: 0 of 1 hold" in capsys.readouterr().out
+
+
+def test_the_welcome_notebook_needs_no_claims(tmp_path, monkeypatch):
+    out = _claims_course(tmp_path, monkeypatch, **{"00_welcome": "x = 1",
+                                                   "01_a": 'claim("a", "b", 1, 0)'})
+    assert main(["course", "run", "--out", str(out), "--no-progress", "--check-claims"]) == 0
+
+
+def test_default_profile_is_the_lessons_profile():
+    from fnlab.profiles import DEFAULT_PROFILE, PROFILES
+    from fnlab.lessons import lesson_config
+
+    assert DEFAULT_PROFILE == "lessons" and DEFAULT_PROFILE in PROFILES
+    assert lesson_config(dataset="synthetic").profile == DEFAULT_PROFILE
+    params = {}
+    for path in course.list_notebooks(ROOT / "notebooks"):
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        exec(cell.source, {}, params)
+        assert params["profile"] == DEFAULT_PROFILE, path.name

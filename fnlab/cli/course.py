@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 
-from fnlab.profiles import PROFILES
+from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 
 
 def _value(text: str):
@@ -23,12 +23,14 @@ def register(subparsers) -> None:
         "run",
         help="execute notebooks in order into runs/<stamp>/ with summary.json and summary.md",
         description="Execute the course notebooks in order with papermill. Exits 1 if any "
-        "notebook fails (the others still run), 2 on a bad argument.",
+        "notebook fails (the others still run) or, with --check-claims, a lesson claim does "
+        "not hold; 2 on a bad argument.",
     )
     run.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                      help="notebook names (e.g. 00_welcome or 00); default: all, in order")
-    run.add_argument("--profile", default="smoke",
-                     help=f"one of: {', '.join(PROFILES)} (default: smoke)")
+    run.add_argument("--profile", default=DEFAULT_PROFILE,
+                     help=f"one of: {', '.join(PROFILES)} (default: {DEFAULT_PROFILE}, sized so "
+                     "that every lesson holds on a laptop CPU)")
     run.add_argument("--dataset", default="auto",
                      help="auto (real PneumoniaMNIST when cached, else synthetic) or a dataset name")
     run.add_argument("--device", default=None, help="auto, cpu, cuda, mps (default: the notebook's)")
@@ -36,13 +38,16 @@ def register(subparsers) -> None:
                      metavar=("KEY", "VALUE"), help="extra parameter for every notebook")
     run.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--check-claims", action="store_true",
+                     help="exit 1 when a lesson claim does not hold, or a notebook records no "
+                     "claims, an id twice or a claim without a bound")
     run.set_defaults(func=_run)
     course.set_defaults(func=lambda args: course.print_help() or 0)
 
 
 def _run(args: argparse.Namespace) -> int:
     from fnlab.cli import UsageError
-    from fnlab.course import run_course, select_notebooks, validate_choices
+    from fnlab.course import claim_failures, run_course, select_notebooks, validate_choices
 
     try:  # validate everything before anything is written
         validate_choices(args.profile, args.dataset)
@@ -61,4 +66,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{len(result.notebooks) - len(failed)} notebooks ok, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else "")
           + f" ({result.total_seconds:.1f} s)")
-    return 1 if failed else 0
+    claims = [c for nb in result.notebooks for c in nb.claims]
+    print(f"lesson claims: {sum(bool(c.get('holds')) for c in claims)} of {len(claims)} hold")
+    problems = claim_failures(result) if args.check_claims else []
+    for line in problems:
+        print(f"claim check: {line}")
+    return 1 if failed or problems else 0

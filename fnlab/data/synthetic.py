@@ -389,13 +389,14 @@ def _sample(n: int, cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str,
                     u(-0.12, 0.05, n_pat))
     P["les_x"] = np.where(hard, z_x, lx)
     P["les_y"] = np.where(hard, z_y, ly)
-    r = (0.27 - 0.15 * diff**1.3) * u(0.85, 1.15, n_pat)
+    r = (0.27 - 0.13 * diff**2) * u(0.85, 1.15, n_pat)
     P["les_rx"] = r * u(0.8, 1.15, n_pat)
     P["les_ry"] = r * u(0.9, 1.35, n_pat)
     # density at difficulty 0 (consolidation ~ airless lung), falling with difficulty:
-    # most positives stay clear, the top of the range fades to a few percent
+    # most positives stay clear (density above 80% up to difficulty 0.6), the top of the
+    # range fades to a sixth: a subtle tail that holds most of the misses
     base_c = np.select([subtype == 1, subtype == 2], [0.34, 0.32], 0.42)
-    strength = 1.0 - 0.92 * diff**1.6
+    strength = 1.0 - 0.85 * diff**3
     P["les_c"] = base_c * strength * u(0.9, 1.1, n_pat) * cfg.lesion_contrast
     P["fissure"] = np.where(u(0, 1, n_pat) < 0.5, 0.0, np.where(u(0, 1, n_pat) < 0.5, -1.0, 1.0))
     P["fis_y"] = P["les_y"] + u(-0.05, 0.05, n_pat)
