@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from fnlab.metrics import binary_metrics
@@ -165,11 +166,22 @@ def thresholds_side_by_side(preds: Predictions, thresholds: Sequence[float],
 
 
 def history_plot(history, metrics: Sequence[str] = ("train_loss", "val_loss", "val_auc"), ax=None):
-    """Training curves from a trainer history table (one line per metric present)."""
+    """Training curves from a trainer history table (one line per metric present).
+
+    Epochs are whole numbers, so the x axis only gets integer ticks (a 3-epoch run
+    shows 1, 2, 3 and never 1.5).
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = history_plot({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4]})
+    >>> all(float(t).is_integer() for t in ax.get_xticks())
+    True
+    """
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     for name in metrics:
         if name in history:
             ax.plot(history["epoch"], history[name], marker="o", label=name)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return ax
