@@ -67,10 +67,14 @@ def prepare_data_dir(data_dir: Path, npz: Path | None) -> str | None:
 
 
 def run_course(profile: str, dataset: str, notebooks: list[str], data_dir: Path, out: Path,
-               timeout: float) -> tuple[dict, float, str]:
-    """Run the course CLI; return (summary.json, wall seconds, output tail)."""
+               timeout: float, parameters: dict | None = None) -> tuple[dict, float, str]:
+    """Run the course CLI; return (summary.json, wall seconds, output tail).
+
+    ``parameters`` go to every notebook (``-p KEY VALUE``), e.g. ``{"seed": 1}``.
+    """
+    extra = [a for k, v in (parameters or {}).items() for a in ("-p", str(k), str(v))]
     cmd = [sys.executable, "-m", "fnlab", "course", "run", "--profile", profile,
-           "--dataset", dataset, "--out", str(out), "--no-progress", *notebooks]
+           "--dataset", dataset, "--out", str(out), "--no-progress", *extra, *notebooks]
     env = dict(os.environ, FNLAB_DATA_DIR=str(data_dir))
     print("running: " + " ".join(cmd[1:]) + f"  (FNLAB_DATA_DIR={data_dir})", flush=True)
     t0 = time.perf_counter()

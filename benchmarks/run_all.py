@@ -36,10 +36,11 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "synthetic": ("bench_synthetic.py", []),
     "inference": ("bench_inference.py", []),
     "course": ("bench_course.py", []),
+    "lessons": ("bench_lessons.py", []),
     "course_full": ("bench_course.py", ["--full"]),
 }
 #: order of sections in the README
-ORDER = ["models", "trainer", "synthetic", "inference", "course", "course_full"]
+ORDER = ["lessons", "models", "trainer", "synthetic", "inference", "course", "course_full"]
 
 
 # --------------------------------------------------------------------------- running

@@ -38,7 +38,8 @@ def _run(script: str, *args: str, timeout: float = 900) -> subprocess.CompletedP
 def smoke_dir(tmp_path_factory) -> Path:
     """Every benchmark's --smoke form, run once into one folder (name.json)."""
     out = tmp_path_factory.mktemp("bench-smoke")
-    jobs = {"inference": "bench_inference.py", "course": "bench_course.py"}
+    jobs = {"inference": "bench_inference.py", "course": "bench_course.py",
+            "lessons": "bench_lessons.py"}
     if SHARED_NPZ is not None:
         jobs["models"] = "bench_models.py"
     for name, script in OTHERS.items():
@@ -123,6 +124,22 @@ def test_course_smoke(smoke_dir):
     assert [nb["name"][:2] for nb in fig["notebooks"]] == ["00"]
     assert fig["notebooks"][0]["status"] == "ok", fig["notebooks"][0]
     assert fig["total_seconds"] > 0
+
+
+def test_lessons_smoke(smoke_dir):
+    data = _load(smoke_dir, "lessons")
+    _check_schema(data, "lessons")
+    fig = data["figures"]
+    assert fig["profile"] == "smoke" and fig["seeds"] == [0]
+    (cell,) = fig["cells"]
+    assert cell["failed"] == [] and list(cell["seconds"]) == ["01_data_and_preprocessing"]
+    assert cell["claims"], "notebook 01 records its claim"
+    for claim in cell["claims"].values():
+        assert {"id", "statement", "value", "bound", "holds"} <= set(claim)
+    claims_table, seconds_table = data["tables"]
+    assert claims_table["columns"][:2] == ["claim", "bound"]
+    assert [r[0] for r in claims_table["rows"]] == list(cell["claims"])
+    assert seconds_table["rows"][-1][0] == "**total**"
 
 
 @pytest.mark.parametrize("name", sorted(OTHERS))

@@ -165,8 +165,8 @@ def test_the_welcome_notebook_needs_no_claims(tmp_path, monkeypatch):
 
 
 def test_default_profile_is_the_lessons_profile():
-    from fnlab.profiles import DEFAULT_PROFILE, PROFILES
     from fnlab.lessons import lesson_config
+    from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 
     assert DEFAULT_PROFILE == "lessons" and DEFAULT_PROFILE in PROFILES
     assert lesson_config(dataset="synthetic").profile == DEFAULT_PROFILE
