@@ -9,12 +9,15 @@ PROFILE   ?= lessons
 DATASET   ?= auto
 NOTEBOOKS ?=
 PYTEST_ARGS ?=
+# CLAIMS=no skips the course run with --check-claims at the end of make test
+CLAIMS    ?= yes
 
 .PHONY: help setup course test lint lab book student grade bench clean-notebooks clean
 
 help:
-	@echo "make course   run every notebook with papermill into runs/<stamp>/ (PROFILE=smoke|full, DATASET=auto|...)"
-	@echo "make test     the whole test suite: unit, notebooks (nbval), real data, classroom, book, browser, lint"
+	@echo "make course   run every notebook with papermill into runs/<stamp>/ (PROFILE=lessons|smoke|full, DATASET=auto|...)"
+	@echo "make test     the whole test suite: unit, notebooks (nbval), real data, classroom, book, browser, lint;"
+	@echo "              then the course with --check-claims (every lesson claim must hold)"
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make book     build the course book (offline) from the latest course run"
 	@echo "make student  write student copies of the notebooks (solutions removed) to student/"
@@ -34,6 +37,9 @@ course: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check fnlab tests benchmarks tools notebooks
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=600 $(PYTEST_ARGS)
+	@if [ "$(CLAIMS)" != "no" ]; then \
+	    $(PY) -m fnlab course run --profile $(PROFILE) --dataset $(DATASET) --check-claims \
+	        --no-progress --out runs/check-claims-$$(date +%Y%m%d-%H%M%S); fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check fnlab tests benchmarks tools notebooks

@@ -178,6 +178,15 @@ def _run_table(run: Path, summary: dict) -> list[str]:
                      f"| {_fmt(f.get('dataset'))} | {_fmt(f.get('auc'))} | "
                      f"{_fmt(f.get('sensitivity'))} | {_fmt(f.get('specificity'))} | "
                      f"{_fmt(f.get('fn'))} |")
+    claims = [(nb.get("name"), c) for nb in summary.get("notebooks", [])
+              for c in nb.get("claims") or []]
+    if claims:
+        held = sum(bool(c.get("holds")) for _, c in claims)
+        lines += ["", f"Lesson claims of this run: {held} of {len(claims)} hold.", "",
+                  "| notebook | claim | holds | value | bound |", "|---|---|---|---:|---:|"]
+        lines += [f"| {name} | `{c.get('id')}` | {'yes' if c.get('holds') else '**no**'} | "
+                  f"{_fmt(c.get('value'))} | {c.get('op', '>=')} {_fmt(c.get('bound'))} |"
+                  for name, c in claims]
     return lines
 
 

@@ -149,3 +149,16 @@ def test_strict_build_fails_on_a_warning(tmp_path):
 def test_cli_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["book", "build", "--run", str(tmp_path)]) == 2
     assert "is not a course run folder" in capsys.readouterr().err
+
+
+def test_timings_page_lists_the_runs_lesson_claims(tmp_path):
+    run = _fake_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["notebooks"][0]["claims"] = [
+        {"id": "auc_high", "statement": "s", "value": 0.91, "bound": 0.8, "op": ">=", "holds": True},
+        {"id": "few_fn", "statement": "s", "value": 7, "bound": 3, "op": "<=", "holds": False}]
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = book.timings_markdown(tmp_path / "runs")
+    assert "Lesson claims of this run: 1 of 2 hold." in text
+    assert "| `auc_high` | yes | 0.910 | >= 0.800 |" in text
+    assert "| `few_fn` | **no** | 7 | <= 3 |" in text
