@@ -174,17 +174,34 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
 class SpatialAttention(nn.Module):
     """CBAM spatial attention: a 7x7 conv over the channel-mean and channel-max maps.
 
-    Keeps the last map (``N x 1 x H x W``, values in (0, 1)) in ``self.last_map``.
+    ``softmax=False`` (CBAM): a sigmoid gate per position, values in (0, 1).
+    ``softmax=True`` (attention pooling, as in Jetley et al., "Learn to pay attention",
+    2018): a softmax over the positions, so the map sums to 1 per image and the
+    average pooling that follows becomes a weighted sum of the features where the
+    network looks; a map that is flat everywhere cannot help, so it concentrates.
+    Keeps the last map (``N x 1 x H x W``) in ``self.last_map``.
+
+    >>> att = SpatialAttention(softmax=True)
+    >>> _ = att(torch.rand(2, 8, 4, 4))
+    >>> bool(torch.allclose(att.last_map.sum(dim=(1, 2, 3)), torch.ones(2)))
+    True
     """
 
-    def __init__(self, kernel_size: int = 7):
+    def __init__(self, kernel_size: int = 7, softmax: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.softmax = softmax
         self.last_map: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        attn = torch.sigmoid(self.conv(pooled))
+        logits = self.conv(pooled)
+        if self.softmax:
+            n, _, h, w = logits.shape
+            attn = torch.softmax(logits.flatten(1), dim=1).view(n, 1, h, w)
+            self.last_map = attn.detach()
+            return x * (attn * (h * w))  # mean-preserving: a flat map changes nothing
+        attn = torch.sigmoid(logits)
         self.last_map = attn.detach()
         return x * attn
 
@@ -192,12 +209,12 @@ class SpatialAttention(nn.Module):
 class CBAM(nn.Module):
     """Channel attention (torchvision ``SqueezeExcitation``) then spatial attention."""
 
-    def __init__(self, channels: int, reduction: int = 8):
+    def __init__(self, channels: int, reduction: int = 8, spatial_softmax: bool = False):
         from torchvision.ops import SqueezeExcitation
 
         super().__init__()
         self.channel = SqueezeExcitation(channels, max(channels // reduction, 4))
-        self.spatial = SpatialAttention()
+        self.spatial = SpatialAttention(softmax=spatial_softmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial(self.channel(x))
@@ -207,7 +224,9 @@ class SmallCNN(nn.Module):
     """Three stages of two 3x3 conv-BN-ReLU, average pooling between, dropout + dense head.
 
     ``width`` channels in stage 1, doubling per stage (32 -> ~0.29 M parameters).
-    With ``attention=True`` a CBAM block follows each stage (``attention_cnn``).
+    With ``attention=True`` a CBAM block follows each stage (``attention_cnn``); the
+    last one's spatial attention is a softmax over positions (attention pooling), so
+    its map, :attr:`attention_maps`, sums to 1 and shows where the network looks.
     """
 
     def __init__(self, in_channels: int = 1, num_outputs: int = 1, width: int = 32,
@@ -219,7 +238,7 @@ class SmallCNN(nn.Module):
         for i, c in enumerate(chans):
             stages.append(_stage(cin, c))
             if attention:
-                stages.append(CBAM(c))
+                stages.append(CBAM(c, spatial_softmax=i == len(chans) - 1))
             if i < len(chans) - 1:
                 stages.append(nn.AvgPool2d(2))
             cin = c
@@ -240,6 +259,12 @@ class SmallCNN(nn.Module):
 
 
 # --------------------------------------------------------------------------- torchvision
+#: Bumped when a model's architecture changes in a way that old checkpoints would still
+#: load into (same parameter shapes): the Run cache key includes it, so a changed model
+#: is trained again instead of silently reusing weights trained for the old one.
+#: attention_cnn 2: the last spatial attention became a softmax over positions.
+ARCHITECTURE_REVISIONS: dict[str, int] = {"attention_cnn": 2}
+
 _TORCHVISION = ("resnet18", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0")
 
 
@@ -412,7 +437,8 @@ _BUILDERS: dict[str, Callable] = {
 
 _DESCRIPTIONS = {
     "smallcnn": "compact plain CNN: 3 stages of 3x3 conv-BN-ReLU, avg pool, dropout, dense head",
-    "attention_cnn": "smallcnn + CBAM channel (SqueezeExcitation) and spatial attention",
+    "attention_cnn": "smallcnn + CBAM channel (SqueezeExcitation) and spatial attention "
+                     "(the last block's a softmax over positions: attention pooling)",
     "resnet18": "torchvision ResNet-18 (small-image stem under 96 px)",
     "resnet50": "torchvision ResNet-50 (small-image stem under 96 px)",
     "densenet121": "torchvision DenseNet-121 (small-image stem under 96 px)",

@@ -423,8 +423,9 @@ def data_fingerprint(data: dict[str, ImageSet]) -> str:
 
 
 def config_key(config, data: dict[str, ImageSet] | None = None) -> str:
-    """The cache key: a hash of the config (minus device/progress), the fnlab version
-    and (when given) the data fingerprint.
+    """The cache key: a hash of the config (minus device/progress), the fnlab version,
+    the model's architecture revision (:data:`fnlab.models.ARCHITECTURE_REVISIONS`) and
+    (when given) the data fingerprint.
 
     >>> from fnlab.train import TrainConfig
     >>> config_key(TrainConfig()) == config_key(TrainConfig(device="cpu", progress=False))
@@ -432,11 +433,16 @@ def config_key(config, data: dict[str, ImageSet] | None = None) -> str:
     >>> config_key(TrainConfig()) == config_key(TrainConfig(seed=1))
     False
     """
+    from fnlab.models import ARCHITECTURE_REVISIONS
+
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     d = {k: v for k, v in d.items() if k not in _KEY_EXCLUDE}
-    blob = json.dumps({"config": _jsonable(d), "fnlab": __version__,
-                       "data": data_fingerprint(data) if data is not None else None},
-                      sort_keys=True)
+    key = {"config": _jsonable(d), "fnlab": __version__,
+           "data": data_fingerprint(data) if data is not None else None}
+    revision = ARCHITECTURE_REVISIONS.get(d.get("model"))
+    if revision is not None:  # only changed models get the field: other keys stay valid
+        key["architecture_revision"] = revision
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -81,6 +81,8 @@ def test_attention_maps_exposed():
     assert out.shape == (5,)
     assert maps.shape == (5, 1, 7, 7)
     assert ((maps > 0) & (maps < 1)).all()
+    # the last block's map is a softmax over positions: one distribution per image
+    assert torch.allclose(maps.sum(dim=(1, 2, 3)), torch.ones(5))
     assert m.attention_maps is maps
     with pytest.raises(ValueError, match="attention_cnn"):
         _ = models.create("smallcnn").attention_maps

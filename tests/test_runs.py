@@ -166,3 +166,15 @@ def test_cache_hit_skips_training(tmp_path, monkeypatch):
     # another seed, or other data, is another key
     assert config_key(CFG, data) != config_key(CFG.replace(seed=5), data)
     assert config_key(CFG, data) != config_key(CFG, tiny_data(seed=2))
+
+
+def test_cache_key_follows_the_models_architecture_revision(monkeypatch):
+    from fnlab import models
+    from fnlab.runs import config_key
+    from fnlab.train import TrainConfig
+
+    att, cnn = TrainConfig(model="attention_cnn"), TrainConfig(model="smallcnn")
+    before = config_key(att), config_key(cnn)
+    monkeypatch.setitem(models.ARCHITECTURE_REVISIONS, "attention_cnn", 99)
+    assert config_key(att) != before[0], "a changed architecture must not reuse old weights"
+    assert config_key(cnn) == before[1], "other models keep their cache"
