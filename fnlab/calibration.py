@@ -7,6 +7,8 @@ with temperature scaling (Guo et al. 2017): one number ``T`` fitted on validatio
 predictions, ``p' = sigmoid(logit(p) / T)`` (``softmax(log p / T)`` for several
 classes).  Temperature scaling keeps the ranking, so AUC and the sensitivity at a
 given *rank* do not change; thresholds chosen on raw scores must be chosen again.
+Probabilities calibrated where pneumonia is common mean less where it is rare:
+:func:`adjust_prevalence` moves them to another prevalence with Bayes' rule.
 
 Pure NumPy / SciPy / scikit-learn (no torch).  Probabilities are clipped to
 ``[1e-7, 1 - 1e-7]`` before any logarithm.  Binary measures on multi-class
@@ -41,6 +43,7 @@ from fnlab.predictions import Predictions
 
 __all__ = [
     "EPS",
+    "adjust_prevalence",
     "apply_temperature",
     "brier_score",
     "expected_calibration_error",
@@ -221,4 +224,29 @@ def apply_temperature(preds: Predictions, temperature: float) -> Predictions:
     scores = _scaled(_logits(preds), t, preds.is_binary)
     out = preds.with_scores(scores)
     out.meta["temperature"] = t
+    return out
+
+
+def adjust_prevalence(preds: Predictions, prevalence: float, from_prevalence: float) -> Predictions:
+    """Binary probabilities moved from ``from_prevalence`` to ``prevalence`` (Bayes' rule).
+
+    Scores calibrated on data with pneumonia prevalence ``from_prevalence`` (say a
+    balanced validation set) overstate the risk in a clinic where it is rarer. With
+    the same images but another prior, only the prior odds change:
+    ``logit(p') = logit(p) + logit(prevalence) - logit(from_prevalence)``. The ranking
+    (AUC) is unchanged. ``meta["prevalence"]`` records the new prevalence.
+
+    >>> p = adjust_prevalence(Predictions([0, 1, 1], [0.5, 0.9, 0.1]), 0.1, from_prevalence=0.5)
+    >>> np.round(p.scores, 3).tolist()   # 0.5 -> 0.1; odds 9 -> 1; odds 1/9 -> 1/81
+    [0.1, 0.5, 0.012]
+    """
+    _check_preds(preds, "adjust_prevalence")
+    if not preds.is_binary:
+        raise ValueError("adjust_prevalence: needs binary Predictions (one score per case)")
+    for name, value in (("prevalence", prevalence), ("from_prevalence", from_prevalence)):
+        if not (isinstance(value, (int, float, np.floating)) and 0 < float(value) < 1):
+            raise ValueError(f"adjust_prevalence: {name} must be in (0, 1), got {value!r}")
+    shift = special.logit(float(prevalence)) - special.logit(float(from_prevalence))
+    out = preds.with_scores(special.expit(_logits(preds) + shift))
+    out.meta["prevalence"] = float(prevalence)
     return out

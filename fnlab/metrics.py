@@ -44,6 +44,7 @@ __all__ = [
     "missed_per_1000",
     "multiclass_report",
     "net_benefit",
+    "useful_range",
     "npv_at_prevalence",
     "ppv_at_prevalence",
     "to_jsonable",
@@ -521,16 +522,26 @@ def multiclass_report(preds: Predictions) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- decision curve
-def net_benefit(preds: Predictions, thresholds) -> pd.DataFrame:
+def net_benefit(preds: Predictions, thresholds, prevalence: float | None = None) -> pd.DataFrame:
     """Decision-curve analysis (Vickers & Elkin 2006): net benefit per threshold probability.
 
     ``NB = TP/n - FP/n * pt / (1 - pt)`` for the model (positive when ``score >= pt``),
     for treating everyone (``prev - (1 - prev) * pt / (1 - pt)``) and for treating
     no one (0).  ``pt`` must lie in ``[0, 1)``.
 
+    ``prevalence`` is the share of pneumonia where the model will be used. When
+    given, the test positives and negatives are reweighted to it (the test set may
+    be balanced, the clinic is not): ``NB = sens * prev - (1 - spec) * (1 - prev) *
+    pt / (1 - pt)``, with ``sens`` and ``spec`` measured at ``score >= pt``. The
+    scores themselves should be probabilities *for that prevalence* (see
+    :func:`fnlab.calibration.adjust_prevalence`). Default: the test set's own
+    prevalence, which gives the ``TP/n - FP/n`` form above.
+
     >>> p = Predictions([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9])
     >>> net_benefit(p, [0.5]).round(3).to_dict("records")
     [{'threshold': 0.5, 'model': 0.0, 'treat_all': 0.0, 'treat_none': 0.0}]
+    >>> net_benefit(p, [0.5], prevalence=0.1).round(3).to_dict("records")  # 0.5*0.1 - 0.5*0.9
+    [{'threshold': 0.5, 'model': -0.4, 'treat_all': -0.8, 'treat_none': 0.0}]
     """
     pt = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     bad = ~((pt >= 0) & (pt < 1))
@@ -544,12 +555,54 @@ def net_benefit(preds: Predictions, thresholds) -> pd.DataFrame:
         raise ValueError(f"net_benefit: Predictions({preds.model!r}, {preds.split!r}) are empty")
     tp, fp, _, _ = _counts_at(y, s, pt)
     odds = pt / (1 - pt)
-    prev = y.mean()
+    if prevalence is None:
+        prev = y.mean()
+        model = tp / n - fp / n * odds
+    else:
+        prev = float(_check_unit("prevalence", prevalence))
+        n_pos, n_neg = int(y.sum()), int(n - y.sum())
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("net_benefit: reweighting to a prevalence needs both pneumonias "
+                             f"and normals; Predictions({preds.model!r}, {preds.split!r}) have "
+                             f"{n_pos} and {n_neg}")
+        model = tp / n_pos * prev - fp / n_neg * (1 - prev) * odds
     return pd.DataFrame(
         {
             "threshold": pt,
-            "model": tp / n - fp / n * odds,
+            "model": model,
             "treat_all": prev - (1 - prev) * odds,
             "treat_none": np.zeros_like(pt),
         }
     )
+
+
+def useful_range(dca: pd.DataFrame, margin: float = 1e-9) -> tuple[float, float]:
+    """The longest run of consecutive threshold probabilities where the model is useful.
+
+    ``dca`` is a :func:`net_benefit` table (threshold probabilities in increasing
+    order); useful means the model's net benefit beats both treating everyone and
+    treating no one by more than ``margin``. Returns ``(low, high)``, the first and
+    last threshold probability of that run, or ``(nan, nan)`` when the model is never
+    useful. ``high - low`` is the width of the range.
+
+    >>> dca = pd.DataFrame({"threshold": [0.1, 0.2, 0.3, 0.4, 0.5],
+    ...                     "model": [0.1, 0.3, 0.3, 0.0, 0.3],
+    ...                     "treat_all": [0.2, 0.1, 0.0, -0.1, -0.2], "treat_none": 0.0})
+    >>> useful_range(dca)
+    (0.2, 0.3)
+    """
+    pt = dca["threshold"].to_numpy(dtype=np.float64)
+    if np.any(np.diff(pt) <= 0):
+        raise ValueError("useful_range: threshold probabilities must be increasing")
+    best = np.maximum(dca["treat_all"].to_numpy(dtype=np.float64),
+                      dca["treat_none"].to_numpy(dtype=np.float64))
+    wins = dca["model"].to_numpy(dtype=np.float64) > best + margin
+    longest, start, span = 0, None, (math.nan, math.nan)
+    for i, w in enumerate(np.r_[wins, False]):
+        if w and start is None:
+            start = i
+        elif not w and start is not None:
+            if i - start > longest:
+                longest, span = i - start, (float(pt[start]), float(pt[i - 1]))
+            start = None
+    return span

@@ -101,3 +101,29 @@ def test_bad_input_is_a_clear_error():
         C.reliability_curve(p, strategy="kmeans")
     with pytest.raises(ValueError, match="n_bins"):
         C.expected_calibration_error(p, n_bins=0)
+
+
+def test_adjust_prevalence_is_bayes_rule():
+    # scores calibrated on a balanced set, moved to a clinic with 10% prevalence
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.0, 2.0, 20000)
+    y = (rng.random(20000) < special.expit(z)).astype(int)
+    balanced = Predictions(y, special.expit(z))
+    moved = C.adjust_prevalence(balanced, 0.1, from_prevalence=0.5)
+    np.testing.assert_allclose(special.logit(moved.scores),
+                               z + special.logit(0.1) - special.logit(0.5), atol=1e-6)
+    assert moved.meta["prevalence"] == 0.1
+    assert roc_auc_score(y, moved.scores) == pytest.approx(roc_auc_score(y, balanced.scores))
+    # where the prevalence really is 10% (keep fewer pneumonias, same images per class),
+    # the moved scores are calibrated and the original ones overstate the risk
+    prev0 = y.mean()
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    clinic = np.r_[pos[: len(neg) // 9], neg]
+    rare = balanced.subset(clinic)
+    fixed = C.adjust_prevalence(rare, 0.1, from_prevalence=prev0)
+    assert rare.binary_truth().mean() == pytest.approx(0.1, abs=0.005)
+    assert C.expected_calibration_error(fixed) < 0.02 < C.expected_calibration_error(rare)
+    with pytest.raises(ValueError, match="prevalence must be in"):
+        C.adjust_prevalence(balanced, 0.0, from_prevalence=0.5)
+    with pytest.raises(ValueError, match="binary"):
+        C.adjust_prevalence(Predictions([0, 1], [[0.6, 0.4], [0.2, 0.8]]), 0.1, 0.5)

@@ -273,6 +273,46 @@ def test_net_benefit_formula():
         M.net_benefit(p, [1.0])
 
 
+def test_net_benefit_at_a_deployment_prevalence():
+    # the balanced test set reweighted to a clinic's prevalence:
+    # NB = sens * pi - (1 - spec) * (1 - pi) * pt / (1 - pt)
+    p = Predictions(Y, S)
+    pts = np.array([0.0, 0.25, 0.5, 0.7])
+    pi = 0.1
+    nb = M.net_benefit(p, pts, prevalence=pi)
+    sens = np.array([(S[Y == 1] >= t).mean() for t in pts])
+    spec = np.array([(S[Y == 0] < t).mean() for t in pts])
+    odds = pts / (1 - pts)
+    np.testing.assert_allclose(nb["model"], sens * pi - (1 - spec) * (1 - pi) * odds)
+    np.testing.assert_allclose(nb["treat_all"], pi - (1 - pi) * odds)
+    assert (nb["treat_none"] == 0).all()
+    # at 0.5: sens 3/4, 1 - spec 1/4 -> 0.075 - 0.225
+    assert nb.loc[2, "model"] == pytest.approx(0.75 * 0.1 - 0.25 * 0.9)
+    # the test set's own prevalence gives the unweighted TP/n - FP/n form
+    np.testing.assert_allclose(M.net_benefit(p, pts, prevalence=0.5)["model"],
+                               M.net_benefit(p, pts)["model"])
+    with pytest.raises(ValueError, match="prevalence"):
+        M.net_benefit(p, pts, prevalence=1.5)
+    with pytest.raises(ValueError, match="both pneumonias and normals"):
+        M.net_benefit(Predictions([1, 1], [0.2, 0.7]), pts, prevalence=0.1)
+
+
+def test_useful_range():
+    dca = pd.DataFrame({"threshold": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
+                        "model": [0.0, 0.2, 0.2, 0.2, -0.1, 0.1],
+                        "treat_all": [0.1, 0.05, 0.0, -0.05, -0.1, -0.15], "treat_none": 0.0})
+    assert M.useful_range(dca) == (0.1, 0.2)  # the longest run, not the isolated 0.3
+    never = dca.assign(model=-1.0)
+    assert all(math.isnan(v) for v in M.useful_range(never))
+    # from a real decision curve: a perfect ranker whose negatives score below every p_t
+    # is useful over the whole grid
+    p = Predictions([0, 0, 1, 1], [0.001, 0.002, 0.8, 0.9])
+    low, high = M.useful_range(M.net_benefit(p, np.arange(0.01, 0.6, 0.01), prevalence=0.1))
+    assert low == pytest.approx(0.01) and high == pytest.approx(0.59)
+    with pytest.raises(ValueError, match="increasing"):
+        M.useful_range(dca.iloc[::-1])
+
+
 def test_to_jsonable():
     out = M.to_jsonable({"a": np.float32(0.5), "b": [np.nan, np.int64(2)], "c": np.bool_(True)})
     assert out == {"a": 0.5, "b": [None, 2], "c": True}
