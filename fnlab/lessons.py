@@ -31,6 +31,15 @@ from fnlab.train import TrainConfig
 #: threshold whose validation sensitivity reaches this target.
 TARGET_RECALL = 0.95
 
+#: Training settings an architecture family needs on top of the shared recipe (every
+#: lesson gets them, so that notebooks 02 and 05 share cache keys): a Vision
+#: Transformer trained from scratch stalls at the compact CNNs' learning rate of 3e-3
+#: (test AUC about 0.60 on the lessons profile, loss at ln 2); 3e-4 is the usual
+#: from-scratch rate for a transformer.
+ARCHITECTURE_RECIPES: dict[str, dict] = {
+    "vit_tiny": {"lr": 3e-4},
+}
+
 
 def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: str = DEFAULT_PROFILE,
                   seed: int = 0, epochs: int | None = None, device: str = "auto",
@@ -40,8 +49,8 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
     ``dataset="auto"`` is resolved here (real PneumoniaMNIST when cached, else
     synthetic), so the config names the data it really uses. ``epochs=None`` takes the
     profile's epochs; ``overrides`` set any other TrainConfig field (``loss``,
-    ``augment``, ``lr``, ...). The profile's builder options for ``model`` (the
-    ImageNet stem of the torchvision backbones in the lessons and smoke profiles, the
+    ``augment``, ``lr``, ...) on top of :data:`ARCHITECTURE_RECIPES`. The profile's
+    builder options for ``model`` (the ImageNet stem of the torchvision backbones in the lessons and smoke profiles, the
     smoke profile's coarse ViT patches, see :mod:`fnlab.profiles`) go into
     ``model_kwargs`` under any that are given.
 
@@ -55,6 +64,7 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
     fields = dict(dataset=name, data_path=data_path, profile=profile, model=model,
                   epochs=int(epochs) if epochs else settings.epochs,
                   batch_size=settings.batch_size, seed=int(seed), device=device)
+    fields.update(ARCHITECTURE_RECIPES.get(model, {}))
     fields.update(overrides)
     fields["model_kwargs"] = {**settings.model_kwargs(model), **dict(overrides.get("model_kwargs") or {})}
     return TrainConfig(**fields)
