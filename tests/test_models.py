@@ -189,3 +189,14 @@ def test_smoke_profile_gives_cheaper_heavy_models():
                         model_kwargs={"stem": "small"})
     assert cfg.model_kwargs == {"stem": "small"}  # the caller's options win
     assert lesson_config("smallcnn", dataset="synthetic", profile="smoke").model_kwargs == {}
+
+
+def test_lessons_give_each_family_its_recipe_and_the_callers_settings_win():
+    from fnlab.lessons import ARCHITECTURE_RECIPES, lesson_config
+
+    vit = lesson_config("vit_tiny", dataset="synthetic")
+    assert vit.lr == ARCHITECTURE_RECIPES["vit_tiny"]["lr"] != lesson_config(dataset="synthetic").lr
+    assert vit.model_kwargs == {"patch_size": "coarse"}  # the lessons profile's form
+    assert lesson_config("vit_tiny", dataset="synthetic", lr=1e-2).lr == 1e-2
+    assert lesson_config("resnet18", dataset="synthetic").model_kwargs == {"stem": "imagenet"}
+    assert lesson_config("resnet18", dataset="synthetic", profile="full").model_kwargs == {}
