@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-#: The smoke profile trains the heavy zoo models in a cheaper form, so that notebook 02's
-#: four trainings take under a minute on a laptop CPU (about 10x less than with the
-#: small-image forms): torchvision
-#: backbones keep their ImageNet stem (4x downsampling first, about 16x fewer operations
-#: on a 32 px image) and the ViT uses coarse patches (16 tokens). The full profile
-#: trains every model as described in :mod:`fnlab.models`.
-SMOKE_MODEL_KWARGS: dict[str, dict] = {
+#: The laptop profiles (``lessons`` and ``smoke``) train the heavy zoo models in a cheaper
+#: form: torchvision backbones keep their ImageNet stem (4x downsampling first, about 16x
+#: fewer operations on a 32 px image; with the small-image stem ResNet-18 trains at about
+#: 70 images/s on two CPU cores, 8x slower than the compact CNN) and the ViT uses coarse
+#: 8 px patches (16 tokens; 4 px patches train 4x slower). Notebook 02 prints the forms
+#: that ran. The full profile trains every model as described in :mod:`fnlab.models`.
+LAPTOP_MODEL_KWARGS: dict[str, dict] = {
     "resnet18": {"stem": "imagenet"},
     "resnet50": {"stem": "imagenet"},
     "densenet121": {"stem": "imagenet"},
@@ -75,30 +75,16 @@ class Profile:
         return dict(self.model_overrides.get(model, {}))
 
 
-#: The lessons profile keeps the compact CNNs as described, trains ResNet-18 with its
-#: ImageNet stem (4x downsampling first: with the small-image stem it trains at about
-#: 70 images/s on two CPU cores, 8x slower than the compact CNN) and the ViT with coarse
-#: 8 px patches (16 tokens; 4 px patches train 4x slower). Notebook 02 prints the forms
-#: that ran.
-LESSONS_MODEL_KWARGS: dict[str, dict] = {
-    "vit_tiny": {"patch_size": "coarse"},
-    "resnet18": {"stem": "imagenet"},
-    "resnet50": {"stem": "imagenet"},
-    "densenet121": {"stem": "imagenet"},
-    "mobilenet_v2": {"stem": "imagenet"},
-    "efficientnet_b0": {"stem": "imagenet"},
-}
-
 #: The profile a notebook, ``make course`` and ``fnlab course run`` use when none is given.
 DEFAULT_PROFILE = "lessons"
 
 PROFILES: dict[str, Profile] = {
     "lessons": Profile("lessons", image_size=32, n_train=2000, n_val=600, n_test=600,
                        epochs=6, batch_size=64, max_train_images=2000,
-                       model_overrides=LESSONS_MODEL_KWARGS),
+                       model_overrides=LAPTOP_MODEL_KWARGS),
     "smoke": Profile("smoke", image_size=32, n_train=800, n_val=300, n_test=300,
                      epochs=3, batch_size=64, max_train_images=1500,
-                     model_overrides=SMOKE_MODEL_KWARGS),
+                     model_overrides=LAPTOP_MODEL_KWARGS),
     "full": Profile("full", image_size=64, n_train=4000, n_val=1000, n_test=1000,
                     epochs=15, batch_size=128, max_train_images=None),
 }
