@@ -50,9 +50,9 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
     synthetic), so the config names the data it really uses. ``epochs=None`` takes the
     profile's epochs; ``overrides`` set any other TrainConfig field (``loss``,
     ``augment``, ``lr``, ...) on top of :data:`ARCHITECTURE_RECIPES`. The profile's
-    builder options for ``model`` (the ImageNet stem of the torchvision backbones in the lessons and smoke profiles, the
-    smoke profile's coarse ViT patches, see :mod:`fnlab.profiles`) go into
-    ``model_kwargs`` under any that are given.
+    builder options for ``model`` (the laptop profiles' ImageNet stem for the torchvision
+    backbones and coarse ViT patches, :data:`fnlab.profiles.LAPTOP_MODEL_KWARGS`) go
+    into ``model_kwargs`` under any that are given.
 
     >>> lesson_config("resnet18", dataset="synthetic", profile="smoke").model_kwargs
     {'stem': 'imagenet'}
