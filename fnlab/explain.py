@@ -5,7 +5,8 @@ per image (``N x H x W`` float array) with any method of :func:`available_method
 :func:`overlay` and :func:`explanation_grid` draw them on the X-rays; on synthetic
 data with lesion masks, :func:`mask_share`, :func:`pointing_game`,
 :func:`score_against_masks` and :func:`score_methods` score each method against the
-truth.
+truth, and :func:`peak_region` names what a map's peak falls on (the lesion, a
+burned-in marker, a tag).
 
 The traps are handled here, not in the notebook:
 
@@ -68,6 +69,7 @@ __all__ = [
     "METHODS",
     "as_batch",
     "available_methods",
+    "colorbar_scale",
     "completeness_gap",
     "default_occlusion_window",
     "explain",
@@ -76,6 +78,7 @@ __all__ = [
     "make_baseline",
     "mask_share",
     "overlay",
+    "peak_region",
     "pointing_game",
     "prepare_model",
     "score_against_masks",
@@ -517,7 +520,9 @@ def explain_methods(model: nn.Module, images, methods: Sequence[str] | None = No
     ``methods=None`` runs every method that applies to the model: "attention" only
     for models with attention maps (e.g. ``attention_cnn``), "gradcam" only when a
     conv layer is found (a warning says when it is skipped). ``options`` gives per-method keyword options,
-    e.g. ``{"integrated_gradients": {"n_steps": 32}}``. The model is copied once.
+    e.g. ``{"integrated_gradients": {"n_steps": 32}}``; a ``"baseline"`` among them
+    overrides ``baseline`` for that method only (``{"occlusion": {"baseline": "blur"}}``).
+    The model is copied once.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
     ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1))
@@ -539,9 +544,10 @@ def explain_methods(model: nn.Module, images, methods: Sequence[str] | None = No
     out: dict[str, np.ndarray] = {}
     skipped = []
     for m in methods:
+        opts = dict(options.get(m, {}))
+        base = opts.pop("baseline", baseline)
         try:
-            out[m] = _run(model, wrapper, x, m, target, baseline, layer, batch_size, progress,
-                          options.get(m, {}))
+            out[m] = _run(model, wrapper, x, m, target, base, layer, batch_size, progress, opts)
         except ValueError as exc:
             if explicit or m not in ("attention", "gradcam"):
                 raise
@@ -647,6 +653,52 @@ def pointing_game(attribution, mask, tolerance: int = 1) -> float | np.ndarray:
     return float(out[0]) if single else out
 
 
+def peak_region(attribution, regions: Mapping[str, Any], tolerance: int = 0) -> np.ndarray:
+    """Where each map's maximum lies: the name of the first region whose mask holds it.
+
+    ``regions`` maps names to masks (``H x W`` or ``N x H x W``, like the maps),
+    checked in order, each dilated by ``tolerance`` px. A peak in none of them is
+    ``"elsewhere"``; a map with no variation (e.g. an all-zero GradCAM) points nowhere
+    and is ``"flat"``. Returns one name per map (a NumPy array of str). Use it to ask
+    *what* an explanation points at: the lesion, a burned-in marker, a tag...
+
+    >>> a = np.zeros((3, 4, 4)); a[0, 0, 0] = 1; a[1, 3, 3] = 1
+    >>> lesion = np.zeros((3, 4, 4), bool); lesion[:, 0, 0] = True
+    >>> peak_region(a, {"lesion": lesion}).tolist()
+    ['lesion', 'elsewhere', 'flat']
+    """
+    if int(tolerance) < 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    reserved = {"elsewhere", "flat"} & set(regions)
+    if reserved:
+        raise ValueError(f"region names {sorted(reserved)} are reserved; choose other names")
+    a = np.asarray(attribution, dtype=np.float64)
+    single = a.ndim == 2
+    if single:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"attribution must be H x W or N x H x W, got shape {np.shape(attribution)}")
+    n = len(a)
+    flat = a.reshape(n, -1)
+    peak = flat.argmax(axis=1) if n else np.zeros(0, int)
+    varies = flat.max(axis=1) > flat.min(axis=1) if n else np.zeros(0, bool)
+    out = np.full(n, "elsewhere", dtype=object)
+    taken = ~varies
+    for name, mask in regions.items():
+        m = np.asarray(mask).astype(bool)
+        if m.ndim == 2:
+            m = np.broadcast_to(m, a.shape)
+        if m.shape != a.shape:
+            raise ValueError(f"regions[{name!r}] has shape {m.shape}, maps {a.shape}")
+        inside = _dilate(np.ascontiguousarray(m), int(tolerance)).reshape(n, -1)[np.arange(n), peak]
+        hit = inside & ~taken
+        out[hit] = name
+        taken |= hit
+    out[~varies] = "flat"
+    out = out.astype(str)
+    return out[0] if single else out
+
+
 def score_against_masks(attributions, masks, tolerance: int = 1,
                         ids: Sequence | None = None) -> pd.DataFrame:
     """One row per (image, method): mask share, pointing game, mask area and lift.
@@ -731,7 +783,8 @@ def score_methods(attributions, masks, tolerance: int = 1) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- figures
-def _display_map(attribution: np.ndarray, sign: str, clip_percentile: float) -> np.ndarray:
+def _display_map(attribution: np.ndarray, sign: str, clip_percentile: float,
+                 vmax: float | None = None) -> np.ndarray:
     a = np.asarray(attribution, dtype=np.float64)
     if sign == "absolute":
         a = np.abs(a)
@@ -741,6 +794,10 @@ def _display_map(attribution: np.ndarray, sign: str, clip_percentile: float) -> 
         a = np.clip(-a, 0, None)
     elif sign != "all":
         raise ValueError(f"sign must be 'absolute', 'positive', 'negative' or 'all', got {sign!r}")
+    if vmax is not None:
+        if not (np.isfinite(vmax) and vmax > 0):
+            raise ValueError(f"vmax must be a positive number, got {vmax!r}")
+        return np.clip(a / float(vmax), -1.0, 1.0)
     scale = np.percentile(np.abs(a), clip_percentile) if a.size else 0.0
     if not np.isfinite(scale) or scale <= 0:
         scale = np.abs(a).max() if a.size and np.abs(a).max() > 0 else 1.0
@@ -754,31 +811,69 @@ def _gray(image) -> np.ndarray:
     return img
 
 
+def colorbar_scale(sign: str = "absolute", vmax: float | None = None,
+                   clip_percentile: float = 99.5) -> tuple[float, float, str]:
+    """``(low, high, label)`` of the colour scale :func:`overlay` draws with.
+
+    Without ``vmax`` each map is divided by its own ``clip_percentile``: colours compare
+    places *within* one image, not images with each other. With ``vmax`` the scale is
+    fixed (``0..vmax``, or ``-vmax..vmax`` for ``sign="all"``) and in the map's units.
+
+    >>> colorbar_scale()
+    (0.0, 1.0, 'map / its 99.5th pct (per image)')
+    >>> colorbar_scale("all", vmax=2.0)
+    (-2.0, 2.0, 'value (fixed scale)')
+    """
+    hi = 1.0 if vmax is None else float(vmax)
+    lo = -hi if sign == "all" else 0.0
+    if vmax is None:
+        pct = f"{clip_percentile:g}"
+        return lo, hi, f"map / its {pct}th pct (per image)"
+    return lo, hi, "value (fixed scale)"
+
+
+def _draw_colorbar(fig, cax_or_ax, cmap: str, sign: str, vmax, clip_percentile: float,
+                   label: str | None, orientation: str, use_cax: bool):
+    import matplotlib as mpl
+
+    lo, hi, default = colorbar_scale(sign, vmax, clip_percentile)
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(lo, hi), cmap=cmap)
+    kw = {"cax": cax_or_ax} if use_cax else {"ax": cax_or_ax, "fraction": 0.046, "pad": 0.04}
+    cb = fig.colorbar(sm, orientation=orientation, **kw)
+    cb.set_label(label if label is not None else default, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    return cb
+
+
 def overlay(image, attribution, ax=None, alpha: float = 0.5, cmap: str = "jet",
             sign: str = "absolute", mask=None, title: str | None = None,
-            clip_percentile: float = 99.5):
+            clip_percentile: float = 99.5, vmax: float | None = None,
+            colorbar: bool = False, colorbar_label: str | None = None):
     """Draw an attribution map over a grey X-ray; returns the axes.
 
     The map is scaled to [0, 1] by its ``clip_percentile`` (so one hot pixel does not
-    wash out the rest); ``sign`` picks ``"absolute"`` (default), ``"positive"``
-    (evidence for the target), ``"negative"`` or ``"all"`` (a diverging map in
-    [-1, 1]; use ``cmap="bwr"``). ``mask`` draws the lesion contour in white.
+    wash out the rest), or by a fixed ``vmax`` (e.g. ``vmax=1`` for attention weights
+    in [0, 1], so that images can be compared); ``sign`` picks ``"absolute"``
+    (default), ``"positive"`` (evidence for the target), ``"negative"`` or ``"all"``
+    (a diverging map in [-1, 1]; use ``cmap="bwr"``). ``mask`` draws the lesion
+    contour in white. ``colorbar=True`` adds a colour bar that says which scale is
+    used (see :func:`colorbar_scale`; ``colorbar_label`` overrides its label).
 
     >>> import matplotlib; matplotlib.use("Agg")
-    >>> ax = overlay(np.zeros((8, 8)), np.eye(8), title="demo")
-    >>> ax.get_title()
-    'demo'
+    >>> ax = overlay(np.zeros((8, 8)), np.eye(8), title="demo", colorbar=True)
+    >>> ax.get_title(), len(ax.figure.axes)
+    ('demo', 2)
     """
     import matplotlib.pyplot as plt
 
     if ax is None:
         ax = plt.subplots(figsize=(2.4, 2.4))[1]
     img = _gray(image)
-    amap = _display_map(np.asarray(attribution), sign, clip_percentile)
+    amap = _display_map(np.asarray(attribution), sign, clip_percentile, vmax)
     if amap.shape != img.shape[:2]:
         raise ValueError(f"attribution {amap.shape} and image {img.shape[:2]} differ in size")
-    vmax = 255 if np.asarray(img).dtype == np.uint8 else None
-    ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+    gray_max = 255 if np.asarray(img).dtype == np.uint8 else None
+    ax.imshow(img, cmap="gray", vmin=0, vmax=gray_max)
     lo = -1.0 if sign == "all" else 0.0
     ax.imshow(amap, cmap=cmap, alpha=alpha, vmin=lo, vmax=1.0)
     if mask is not None and np.asarray(mask).any():
@@ -786,22 +881,33 @@ def overlay(image, attribution, ax=None, alpha: float = 0.5, cmap: str = "jet",
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)
+    if colorbar:
+        _draw_colorbar(ax.figure, ax, cmap, sign, vmax, clip_percentile, colorbar_label,
+                       "vertical", use_cax=False)
     return ax
 
 
 def explanation_grid(images, attributions_by_method: Mapping[str, Any], titles=None, masks=None,
                      alpha: float = 0.5, cmap: str = "jet", sign: str = "absolute",
-                     size: float = 1.8):
+                     size: float = 1.8, colorbar: bool = False,
+                     vmax: float | Mapping[str, float] | None = None):
     """A grid figure: one row per image; the X-ray, then one overlay per method.
 
     ``images`` as for :func:`explain` (ImageSet, uint8 or float in [0, 1]);
     ``attributions_by_method`` is ``{method: N x H x W}``; ``titles`` one string per
     image (shown on the X-ray); ``masks`` ``N x H x W`` lesion masks drawn as contours.
+    ``vmax`` (one float, or ``{method: float}``) puts a method on a fixed scale (see
+    :func:`overlay`); the others are scaled per image. ``colorbar=True`` adds a colour
+    bar under each method's column saying which scale it uses.
 
     >>> import matplotlib; matplotlib.use("Agg")
     >>> fig = explanation_grid(np.zeros((2, 8, 8), np.uint8), {"a": np.ones((2, 8, 8))})
     >>> len(fig.axes)
     4
+    >>> fig = explanation_grid(np.zeros((2, 8, 8), np.uint8), {"a": np.ones((2, 8, 8))},
+    ...                        colorbar=True, vmax={"a": 1.0})
+    >>> len(fig.axes)  # 4 panels and one colour bar
+    5
     """
     import matplotlib.pyplot as plt
 
@@ -820,9 +926,25 @@ def explanation_grid(images, attributions_by_method: Mapping[str, Any], titles=N
         masks = np.asarray(masks).astype(bool)
         if masks.shape != (n, *x.shape[-2:]):
             raise ValueError(f"masks shape {masks.shape} does not match images {tuple(x.shape)}")
+    if isinstance(vmax, Mapping):
+        unknown = set(vmax) - set(methods)
+        if unknown:
+            raise ValueError(f"vmax given for unknown method(s) {sorted(unknown)}; methods: "
+                             f"{methods}")
+        vmax_of = {m: vmax.get(m) for m in methods}
+    else:
+        vmax_of = dict.fromkeys(methods, vmax)
     ncols = 1 + len(methods)
-    fig, axes = plt.subplots(max(n, 1), ncols, figsize=(size * ncols, size * max(n, 1) + 0.3),
-                             squeeze=False)
+    nrows = max(n, 1)
+    bar = bool(colorbar) and n > 0 and len(methods) > 0
+    if bar:  # one extra thin row of axes for the colour bars
+        fig = plt.figure(figsize=(size * ncols, size * nrows + 0.3 + 0.55))
+        grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[1.0] * nrows + [0.07])
+        axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(ncols)]
+                         for i in range(nrows)])
+    else:
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3),
+                                 squeeze=False)
     for i in range(n):
         img = _gray(x[i])
         mask = None if masks is None else masks[i]
@@ -837,7 +959,13 @@ def explanation_grid(images, attributions_by_method: Mapping[str, Any], titles=N
             ax.set_title("X-ray", fontsize=8)
         for j, m in enumerate(methods, start=1):
             overlay(img, np.asarray(attributions_by_method[m])[i], ax=axes[i, j], alpha=alpha,
-                    cmap=cmap, sign=sign, mask=mask, title=m if i == 0 else None)
+                    cmap=cmap, sign=sign, mask=mask, title=m if i == 0 else None,
+                    vmax=vmax_of[m])
+    if bar:
+        for j, m in enumerate(methods, start=1):
+            label = "relative (per image)" if vmax_of[m] is None else f"{m} (fixed scale)"
+            _draw_colorbar(fig, fig.add_subplot(grid[nrows, j]), cmap, sign, vmax_of[m], 99.5,
+                           label, "horizontal", use_cax=True)
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no images", ha="center", va="center")
         for ax in axes.ravel():

@@ -379,6 +379,62 @@ def test_overlay_and_explanation_grid(images):
         E.overlay(images[0], attrs["saliency"][0], sign="up")
 
 
+def test_explain_methods_per_method_baseline(images):
+    model = _seeded(MODELS["single_logit_N"])
+    opts = {"occlusion": {"baseline": "blur", "window": 4, "stride": 4}}
+    got = E.explain_methods(model, images, ["occlusion", "integrated_gradients"], options=opts,
+                            baseline="black")
+    want_occ = E.explain(model, images, "occlusion", baseline="blur", window=4, stride=4)
+    want_ig = E.explain(model, images, "integrated_gradients", baseline="black")
+    assert np.allclose(got["occlusion"], want_occ, atol=1e-6)
+    assert np.allclose(got["integrated_gradients"], want_ig, atol=1e-6)
+    assert opts["occlusion"]["baseline"] == "blur"  # the caller's options are not modified
+
+
+def test_peak_region_names_what_a_map_points_at():
+    a = np.zeros((4, 6, 6))
+    a[0, 1, 1] = 1  # on the lesion
+    a[1, 5, 5] = 1  # on the marker
+    a[2, 3, 4] = 1  # next to the marker: "marker" only with a tolerance
+    lesion = np.zeros((4, 6, 6), bool)
+    lesion[:, 0:2, 0:2] = True
+    marker = np.zeros((6, 6), bool)
+    marker[4:, 4:] = True
+    got = E.peak_region(a, {"lesion": lesion, "marker": marker})
+    assert got.tolist() == ["lesion", "marker", "elsewhere", "flat"]
+    assert E.peak_region(a, {"lesion": lesion, "marker": marker}, tolerance=1)[2] == "marker"
+    # the first region listed wins where two overlap
+    assert E.peak_region(a[0], {"a": lesion[0], "b": lesion[0]}) == "a"
+    with pytest.raises(ValueError, match="reserved"):
+        E.peak_region(a, {"flat": lesion})
+    with pytest.raises(ValueError, match="shape"):
+        E.peak_region(a, {"lesion": lesion[:2]})
+
+
+def test_colour_bars_say_which_scale(images):
+    import matplotlib.pyplot as plt
+
+    attrs = {"saliency": np.random.default_rng(0).random((3, SIZE, SIZE)),
+             "attention": np.full((3, SIZE, SIZE), 0.9)}
+    fig = E.explanation_grid(images, attrs, colorbar=True, vmax={"attention": 1.0})
+    assert len(fig.axes) == 3 * 3 + 2  # the panels and one colour bar per method
+    labels = [ax.get_xlabel() for ax in fig.axes[-2:]]
+    assert labels == ["relative (per image)", "attention (fixed scale)"]
+    # a fixed scale keeps a flat 0.9 map at 0.9, a relative one stretches it to 1
+    img = fig.axes[5].get_images()[-1].get_array()
+    assert np.allclose(img, 0.9)
+    assert np.allclose(fig.axes[4].get_images()[-1].get_array().max(), 1.0)
+    plt.close(fig)
+    ax = E.overlay(images[0], attrs["attention"][0], vmax=1.0, colorbar=True)
+    assert len(ax.figure.axes) == 2 and "fixed" in ax.figure.axes[1].get_ylabel()
+    plt.close(ax.figure)
+    assert E.colorbar_scale("all")[:2] == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="vmax"):
+        E.overlay(images[0], attrs["attention"][0], vmax=0)
+    with pytest.raises(ValueError, match="unknown method"):
+        E.explanation_grid(images, attrs, vmax={"gradcam": 1.0})
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_attributions_on_the_models_device(images):
