@@ -101,9 +101,27 @@ def pr_with_points(preds_list: Sequence[Predictions] | Predictions, ax=None,
 
 
 def image_gallery(images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 6,
-                  axes=None, size: float = 1.6, empty_text: str = "none"):
-    """Show up to ``len(axes)`` images in a grid; returns the figure."""
+                  axes=None, size: float = 1.6, empty_text: str = "none",
+                  masks: np.ndarray | None = None, mask_color: str = "red"):
+    """Show up to ``len(axes)`` images in a grid; returns the figure.
+
+    ``masks`` (boolean ``N x H x W``, one per image, e.g. an ImageSet's lesion masks)
+    are drawn as ``mask_color`` outlines over their images, so a reader sees where the
+    finding is on a missed case.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> img, mask = np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8), bool)
+    >>> mask[0, 2:5, 2:5] = True
+    >>> fig = image_gallery(img, masks=mask, ncols=1)
+    >>> len(fig.axes[0].collections) > 0  # the outline
+    True
+    """
     images = np.asarray(images)
+    if masks is not None:
+        masks = np.asarray(masks)
+        if len(masks) != len(images):
+            raise ValueError(f"image_gallery: {len(masks)} masks for {len(images)} images")
     if axes is None:
         nrows = max(1, int(np.ceil(max(len(images), 1) / ncols)))
         fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3))
@@ -115,6 +133,9 @@ def image_gallery(images: np.ndarray, titles: Sequence[str] | None = None, ncols
         if i < len(images):
             img = images[i]
             ax.imshow(img if img.ndim == 2 else np.moveaxis(img, 0, -1).squeeze(), cmap="gray")
+            if masks is not None and np.any(masks[i]):
+                ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors=mask_color,
+                           linewidths=1.0)
             if titles is not None:
                 ax.set_title(titles[i], fontsize=8)
     if len(images) == 0:
@@ -123,11 +144,13 @@ def image_gallery(images: np.ndarray, titles: Sequence[str] | None = None, ncols
 
 
 def threshold_panel(preds: Predictions, threshold: float, prevalence: float | None = None,
-                    images: np.ndarray | None = None, max_gallery: int = 6, fig=None):
+                    images: np.ndarray | None = None, max_gallery: int = 6, fig=None,
+                    masks: np.ndarray | None = None):
     """The threshold lesson on one figure: confusion matrix, ROC and PR operating points,
     rates at a chosen prevalence and (when ``images`` are given) the false negatives.
 
-    ``images`` is indexed by ``preds.ids``. Used by the slider and as its static companion.
+    ``images`` (and ``masks``, the lesion masks outlined in red on each missed case)
+    are indexed by ``preds.ids``. Used by the slider and as its static companion.
     """
     state = threshold_state(preds, threshold, prevalence)
     with_gallery = images is not None
@@ -147,9 +170,14 @@ def threshold_panel(preds: Predictions, threshold: float, prevalence: float | No
         sub = gs[1, :].subgridspec(1, max_gallery)
         gallery_axes = np.array([fig.add_subplot(sub[0, i]) for i in range(max_gallery)])
         scores = dict(zip(preds.ids.tolist(), preds.positive_scores().tolist()))
+        gallery_masks = None if masks is None or not fn_ids else np.asarray(masks)[fn_ids]
         image_gallery(np.asarray(images)[fn_ids] if fn_ids else np.zeros((0, 2, 2)),
                       [f"missed, score {scores[i]:.2f}" for i in fn_ids], axes=gallery_axes,
-                      empty_text="no false negatives at this threshold")
+                      empty_text="no false negatives at this threshold", masks=gallery_masks)
+        if gallery_masks is not None:
+            box = gallery_axes[0].get_position()
+            fig.text(box.x0, box.y0 - 0.015, "red outline: the lesion the model missed",
+                     va="top", fontsize=8, color="red")
     return fig
 
 

@@ -66,6 +66,7 @@ class ThresholdExplorer:
     ----------
     preds : the Predictions to explore (usually the validation split).
     images : optional array indexed by ``preds.ids`` for the false-negative gallery.
+    masks : optional lesion masks indexed like ``images``, outlined on each missed case.
     tune_preds : Predictions used to choose the minimum-cost threshold (default: ``preds``).
         Choose thresholds on validation, never on test.
     prevalence : starting prevalence for the per-1,000 numbers (default: the data's).
@@ -74,8 +75,8 @@ class ThresholdExplorer:
     def __init__(self, preds: Predictions, images: np.ndarray | None = None,
                  tune_preds: Predictions | None = None, threshold: float = 0.5,
                  prevalence: float | None = None, cost_ratio: float = 5.0,
-                 show_figure: bool = True):
-        self.preds, self.images = preds, images
+                 show_figure: bool = True, masks: np.ndarray | None = None):
+        self.preds, self.images, self.masks = preds, images, masks
         self.tune_preds = tune_preds or preds
         self.show_figure = show_figure
         prev0 = preds.binary_truth().mean() if prevalence is None else prevalence
@@ -115,7 +116,7 @@ class ThresholdExplorer:
         with self.output:
             self.output.clear_output(wait=True)
             self.fig = threshold_panel(self.preds, state["threshold"], state["prevalence"],
-                                       images=self.images)
+                                       images=self.images, masks=self.masks)
             display(self.fig)
             plt.close(self.fig)  # shown once, inside the widget's output area
 

@@ -117,6 +117,32 @@ def test_cost_rule_prevalence_reweighting():
     assert rare > base > common
 
 
+@pytest.mark.parametrize("prevalence", [0.02, 0.1, 0.5, 0.9])
+def test_cost_rule_at_a_deployment_prevalence_reweights_the_validation_counts(prevalence):
+    """At a stated prevalence the rule minimises the cost per case of a population with
+    that prevalence: each validation positive counts prevalence / n_pos, each negative
+    (1 - prevalence) / n_neg, whatever the validation set's own prevalence."""
+    val = simulated(n=800, prevalence=0.5, seed=11)
+    ratio = 10.0
+    t = T.min_cost_threshold(val, ratio, prevalence=prevalence)
+    table = metrics_at_thresholds(val, np.unique(val.scores))
+    n_pos, n_neg = int(val.y_true.sum()), int((1 - val.y_true).sum())
+    cost = (ratio * table["fn"] * prevalence / n_pos + table["fp"] * (1 - prevalence) / n_neg)
+    m = binary_metrics(val, t)
+    assert ratio * m["fn"] * prevalence / n_pos + m["fp"] * (1 - prevalence) / n_neg == (
+        pytest.approx(cost.min()))
+    # the validation prevalence (0.5 here) is the default; a rare disease raises the threshold
+    if prevalence < 0.5:
+        assert t >= T.min_cost_threshold(val, ratio)
+
+
+def test_cost_rule_rejects_a_prevalence_outside_0_1():
+    with pytest.raises(ValueError, match="prevalence"):
+        T.min_cost_threshold(simulated(), 5.0, prevalence=1.0)
+    with pytest.raises(ValueError, match="prevalence"):
+        T.min_cost_threshold(simulated(), 5.0, prevalence=0.0)
+
+
 # ----------------------------------------------------------------------------- conformal
 def test_crc_threshold_formula():
     rng = np.random.default_rng(8)

@@ -108,6 +108,23 @@ def test_static_companions(preds):
     plt.close("all")
 
 
+def test_missed_case_gallery_outlines_the_lesion_masks(preds):
+    images = np.zeros((len(preds), 8, 8), np.uint8)
+    masks = np.zeros((len(preds), 8, 8), bool)
+    masks[:, 2:5, 3:6] = True
+    n_fn = threshold_state(preds, 0.5)["fn"]
+    assert n_fn > 0
+    fig = threshold_panel(preds, 0.5, images=images, masks=masks, max_gallery=4)
+    gallery = [ax for ax in fig.axes if ax.get_title().startswith("missed")]
+    assert len(gallery) == min(4, n_fn)
+    assert all(ax.collections for ax in gallery)  # a contour per missed case
+    plain = threshold_panel(preds, 0.5, images=images, max_gallery=4)
+    assert not any(ax.collections for ax in plain.axes if ax.get_title().startswith("missed"))
+    ui = ThresholdExplorer(preds, images=images, masks=masks, show_figure=True)
+    assert any(ax.collections for ax in ui.fig.axes if ax.get_title().startswith("missed"))
+    plt.close("all")
+
+
 def test_state_agrees_with_metrics(preds):
     s = threshold_state(preds, 0.42)
     m = binary_metrics(preds, 0.42)
