@@ -552,8 +552,9 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
         train_time += time.perf_counter() - t0
         train_loss = float(total) / len(train_set)
 
-        logits = _logits(model, x_val, 512, device, amp)
+        model.eval()  # dropout off, BatchNorm's running statistics used and left untouched
         with torch.no_grad():
+            logits = _logits(model, x_val, 512, device, amp)
             val_loss = float(loss_fn(logits, y_val.to(device)))
         auc, sens, spec = _binary_val_figures(val_set.labels, _scores(logits).cpu().numpy())
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": auc,

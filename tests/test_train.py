@@ -130,3 +130,19 @@ def test_batch_augment_is_seeded_and_keeps_range():
     assert torch.equal(a, b) and a.shape == x.shape
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(BatchAugment()(x), x)
+
+
+def test_history_validation_figures_are_the_saved_models():
+    """Validation runs in eval mode without touching BatchNorm's running statistics, so the
+    last history row describes exactly the model that is returned (monitor=None keeps it)."""
+    from fnlab.metrics import binary_metrics
+
+    tr, va = easy_sets()
+    torch.manual_seed(0)
+    res = fit(tiny(), tr, va, CFG.replace(epochs=2, monitor=None))
+    p = predict(res.model, va)
+    last = res.history.iloc[-1]
+    m = binary_metrics(p, 0.5)
+    assert last.val_sensitivity == pytest.approx(m["sensitivity"])
+    assert last.val_specificity == pytest.approx(m["specificity"])
+    assert last.val_auc == pytest.approx(m["auc"])
