@@ -111,7 +111,7 @@ def test_random_gamma_and_errors():
 
 def test_list_presets_has_one_line_each():
     presets = list_presets()
-    assert list(presets) == ["none", "light", "standard", "strong", "over"]
+    assert list(presets) == ["none", "light", "standard", "strong", "over", "site"]
     assert all(isinstance(v, str) and "\n" not in v for v in presets.values())
 
 
@@ -124,3 +124,22 @@ def test_works_with_imageset_dataset():
         transform=get_augment("standard", 32))
     x, y = ds[1]
     assert x.shape == (1, 32, 32) and y == 1
+
+
+def test_site_preset_changes_acquisition_style_but_not_geometry():
+    from fnlab.data.augment import SiteStyle
+
+    types = _types(get_augment("site", 32))
+    assert SiteStyle in types
+    for t in (v2.RandomAffine, v2.RandomRotation, v2.RandomResizedCrop, v2.RandomHorizontalFlip):
+        assert t not in types
+    x = _phantom()
+    torch.manual_seed(0)
+    outs = torch.stack([get_augment("site", 32)(x) for _ in range(40)])
+    # intensity and texture vary from draw to draw ...
+    assert outs.mean(dim=(1, 2, 3)).std() > 0.02 and outs.std(dim=(1, 2, 3)).std() > 0.01
+    # ... but the block stays where it was: the bright region does not move
+    inside = outs[:, :, 8:24, 4:16].mean(dim=(1, 2, 3))
+    outside = outs[:, :, 8:24, 20:30].mean(dim=(1, 2, 3))
+    assert bool((inside > outside).all())
+    assert v2.RandomHorizontalFlip in _types(get_augment("site", 32, hflip=True))

@@ -365,3 +365,38 @@ def test_adversarial_train_sets_identity_normalisation_from_the_data():
 
     trained, _ = R.adversarial_train(WithStats(), _sweep_set(), epochs=1, progress=False)
     assert trained.stats["mean"][0] == pytest.approx(_sweep_set().images.mean() / 255, abs=1e-4)
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_shift_distortion_grows_with_severity_on_synthetic_xrays(size):
+    """Every kind hurts the image more at each higher severity, at every course image size."""
+    from fnlab.data.synthetic import generate
+
+    clean = generate(24, image_size=size, seed=3)
+    for kind in R.SHIFTS:
+        rmse = [np.sqrt(_mse(R.apply_shift(clean, kind, sev).images, clean.images))
+                for sev in range(R.MAX_SEVERITY + 1)]
+        assert np.all(np.diff(rmse) > 0), (kind, size, rmse)
+    hf = [_hf_energy(R.apply_shift(clean, "blur", sev).images) for sev in range(6)]
+    assert np.all(np.diff(hf) < 0), (size, hf)  # blur removes more detail each step
+
+
+def test_adv_weight_zero_is_the_clean_control():
+    s = _sweep_set()
+    torch.manual_seed(4)
+    model = TinyCNN(1)
+    runs = []
+    for eps in (0.01, 0.3):
+        torch.manual_seed(5)  # the same dropout draws in both runs
+        runs.append(R.adversarial_train(model, s, epochs=2, eps=eps, batch_size=6, lr=0.05,
+                                        adv_weight=0.0, progress=False))
+    (a, hist), (b, _) = runs
+    assert hist["adv_loss"].isna().all() and np.isfinite(hist["clean_loss"]).all()
+    for k, v in a.state_dict().items():  # no attack is made: eps does not matter
+        assert torch.equal(v, b.state_dict()[k])
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in a.state_dict().items())
+    adv, _ = R.adversarial_train(model, s, epochs=2, eps=0.3, batch_size=6, lr=0.05,
+                                 progress=False)
+    assert any(not torch.equal(v, adv.state_dict()[k]) for k, v in a.state_dict().items())
+    with pytest.raises(ValueError, match="adv_weight"):
+        R.adversarial_train(model, s, epochs=1, adv_weight=1.5, progress=False)

@@ -15,6 +15,9 @@ strong   the same plausible geometric ranges applied more often, plus stronger
          intensity changes, noise, slight blur and a 2 % elastic warp
 over     deliberately too much: rotations up to 180 deg, flips both ways, crops
          down to 20 % of the image, heavy elastic warp, intensity inversion
+site     acquisition style only, no geometry: contrast, brightness and gamma of
+         another scanner, blur or edge enhancement, detector noise (imitates the
+         differences between acquisition sites, see :data:`SITE_STYLE`)
 ======== =================================================================
 
 **Horizontal flips are off by default.** A chest radiograph is not left-right
@@ -41,7 +44,7 @@ True
 >>> tuple(y.shape), float(y.min()) >= 0.0, float(y.max()) <= 1.0
 ((1, 32, 32), True, True)
 >>> sorted(list_presets())
-['light', 'none', 'over', 'standard', 'strong']
+['light', 'none', 'over', 'site', 'standard', 'strong']
 """
 
 from __future__ import annotations
@@ -62,6 +65,21 @@ PRESETS: dict[str, str] = {
     "2% elastic",
     "over": "HARMFUL on purpose: rotations to 180 deg, flips both ways, crops to 20%, "
     "heavy elastic, inversion",
+    "site": "acquisition style only: contrast 0.6-1.6, brightness +-0.15, gamma 0.65-1.6, "
+    "blur or sharpening, noise",
+}
+
+#: The ranges of the ``site`` preset: what differs between scanners and protocols
+#: (see :data:`fnlab.data.synthetic.SITE_PRESETS`), drawn afresh for every image.
+SITE_STYLE: dict[str, tuple[float, float] | float] = {
+    "contrast": (0.6, 1.6),      # factor around the image mean, log-uniform
+    "brightness": (-0.15, 0.15),  # offset on the 0..1 scale
+    "gamma": (0.65, 1.6),        # log-uniform
+    "blur_sigma": (0.3, 1.2),    # Gaussian blur sigma in pixels at 28 px (scaled with size)
+    "p_blur": 0.4,
+    "p_sharpen": 0.3,            # edge enhancement of a modern detector
+    "noise_sigma": (0.0, 0.06),  # Gaussian detector noise
+    "p_noise": 0.6,
 }
 
 
@@ -150,6 +168,57 @@ class ElasticWarp(torch.nn.Module):
         return f"percent={self.percent}, control_points={self.control_points}"
 
 
+class SiteStyle(torch.nn.Module):
+    """Render an image as another acquisition site might: the ``site`` preset.
+
+    Per image, with the ranges of ``style`` (default :data:`SITE_STYLE`): contrast
+    around the image mean (log-uniform factor), a brightness offset, gamma
+    (log-uniform), then either a Gaussian blur (``p_blur``), an edge enhancement
+    (``p_sharpen``) or neither, then Gaussian noise of a uniform sigma (``p_noise``);
+    clamped to [0, 1]. No geometry changes: the anatomy stays where it is.
+
+    >>> import torch
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> y = SiteStyle(image_size=32)(torch.rand(1, 32, 32))
+    >>> tuple(y.shape), float(y.min()) >= 0.0, float(y.max()) <= 1.0
+    ((1, 32, 32), True, True)
+    """
+
+    def __init__(self, image_size: int = 28, style: dict | None = None):
+        super().__init__()
+        self.style = {**SITE_STYLE, **(style or {})}
+        self.image_size = int(image_size)
+
+    @staticmethod
+    def _log_uniform(lo: float, hi: float) -> float:
+        return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(torch.rand(())))
+
+    @staticmethod
+    def _uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(()))
+
+    def forward(self, x):
+        st = self.style
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        x = mean + self._log_uniform(*st["contrast"]) * (x - mean)
+        x = (x + self._uniform(*st["brightness"])).clamp(0.0, 1.0)
+        x = x ** self._log_uniform(*st["gamma"])
+        u = float(torch.rand(()))
+        if u < st["p_blur"]:
+            sigma = self._uniform(*st["blur_sigma"]) * self.image_size / 28.0
+            k = max(3, 2 * math.ceil(2 * sigma) + 1)
+            x = F.gaussian_blur(x, [k, k], [sigma, sigma])
+        elif u < st["p_blur"] + st["p_sharpen"]:
+            x = F.adjust_sharpness(x.clamp(0.0, 1.0), 1.0 + float(torch.rand(())) * 2.0)
+        if float(torch.rand(())) < st["p_noise"]:
+            x = x + self._uniform(*st["noise_sigma"]) * torch.randn_like(x)
+        return x.clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"image_size={self.image_size}"
+
+
 def elastic(image_size: int, percent: float) -> ElasticWarp:
     """An elastic warp whose RMS displacement is about ``percent`` % of the image side.
 
@@ -168,7 +237,7 @@ def get_augment(preset: str = "standard", image_size: int = 64, *, hflip: bool =
 
     Parameters
     ----------
-    preset : ``"none"``, ``"light"``, ``"standard"``, ``"strong"`` or ``"over"``.
+    preset : ``"none"``, ``"light"``, ``"standard"``, ``"strong"``, ``"over"`` or ``"site"``.
     image_size : side of the (square) images the pipeline will see.
     hflip : add random horizontal flips (off by default: chest anatomy is not
         left-right symmetric; see the module docstring). ``"over"`` always flips.
@@ -178,7 +247,7 @@ def get_augment(preset: str = "standard", image_size: int = 64, *, hflip: bool =
     >>> get_augment("sideways", 28)
     Traceback (most recent call last):
     ...
-    ValueError: unknown augmentation preset 'sideways'; choose one of: none, light, standard, strong, over
+    ValueError: unknown augmentation preset 'sideways'; choose one of: none, light, standard, strong, over, site
     """
     if preset not in PRESETS:
         raise ValueError(
@@ -215,6 +284,8 @@ def get_augment(preset: str = "standard", image_size: int = 64, *, hflip: bool =
             v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 0.8))], p=0.2),
             v2.RandomApply([v2.GaussianNoise(sigma=0.04)], p=0.5),
         ]
+    elif preset == "site":
+        ops = [SiteStyle(image_size)]
     else:  # "over": the harmful preset, on purpose
         ops = [
             v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), ratio=(0.5, 2.0), antialias=True),
