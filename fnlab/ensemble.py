@@ -6,6 +6,8 @@ model) and returns a new Predictions, so that metrics and thresholds apply to an
 ensemble exactly as to a single model.
 
 - :func:`mean_ensemble`, :func:`weighted_ensemble`: (weighted) average of scores.
+- :func:`logit_mean_ensemble`: average of the members' logits (log-odds), turned
+  back into a probability; a confident member is not flattened towards 0.5.
 - :func:`rank_average`: average of each model's rank (its empirical CDF), for
   models whose scores live on different scales.
 - :func:`max_ensemble`: the highest score, i.e. "any model says pneumonia"; the
@@ -13,9 +15,13 @@ ensemble exactly as to a single model.
 - :func:`majority_vote`: the share of models that call the case positive.
 - :class:`StackingEnsemble`: a logistic regression on the members' logits, fitted
   on validation predictions and applied to test.
-- Diversity: :func:`disagreement_matrix`, :func:`error_correlation`, and
+- Diversity: :func:`disagreement_matrix`, :func:`error_correlation` (with
+  thresholds: correlation of 0/1 wrong-decision indicators), and
   :func:`missed_positives` (which false negatives each model and the ensemble
   still miss, for an UpSet-style plot).
+- Judging an ensemble: :func:`member_agreement` (does a rule collapse onto one
+  member?) and :func:`fn_difference_ci` (paired bootstrap of the difference in
+  missed positives between two models at their own thresholds).
 
 Pure NumPy / pandas / scikit-learn (no torch).
 
@@ -48,9 +54,12 @@ __all__ = [
     "combine",
     "disagreement_matrix",
     "error_correlation",
+    "fn_difference_ci",
+    "logit_mean_ensemble",
     "majority_vote",
     "max_ensemble",
     "mean_ensemble",
+    "member_agreement",
     "member_names",
     "missed_positives",
     "rank_average",
@@ -58,7 +67,7 @@ __all__ = [
 ]
 
 #: Combination rules understood by :func:`combine`.
-RULES = ("mean", "weighted", "rank", "max", "vote", "stacking")
+RULES = ("mean", "weighted", "rank", "max", "vote", "stacking", "logit")
 _EPS = 1e-7
 
 
@@ -163,6 +172,24 @@ def mean_ensemble(members: Sequence[Predictions], name: str = "mean") -> Predict
     """
     members = check_members(members)
     return _make(members, np.mean([p.scores for p in members], axis=0), name, "mean")
+
+
+def logit_mean_ensemble(members: Sequence[Predictions], name: str = "logit mean") -> Predictions:
+    """Average of the members' logits (log-odds), turned back into a probability.
+
+    Averaging log-odds keeps a confident member confident (``mean`` of 0.99 and
+    0.5 is 0.745, of their logits 0.909); for binary members it ranks cases like a
+    geometric mean of the odds.  Scores are clipped to ``[1e-7, 1 - 1e-7]`` first.
+    Multi-class members are collapsed to "any disease" (``1 - P(normal)``).
+
+    >>> a = Predictions([0, 1], [0.5, 0.99], model="a")
+    >>> b = Predictions([0, 1], [0.5, 0.5], model="b")
+    >>> np.round(logit_mean_ensemble([a, b]).scores, 3).tolist()
+    [0.5, 0.909]
+    """
+    members = check_members(members)
+    z = _logit_features(members).mean(axis=1)
+    return _make(members, special.expit(z), name, "logit")
 
 
 def weighted_ensemble(
@@ -325,7 +352,8 @@ class StackingEnsemble:
 
 def combine(members: Sequence[Predictions], rule: str = "mean", **kw) -> Predictions:
     """Ensemble by rule name: mean, weighted (``weights``), rank (``reference``), max,
-    vote (``thresholds``), stacking (``val_members``, fitted there; ``C``).
+    vote (``thresholds``), stacking (``val_members``, fitted there; ``C``), logit
+    (mean of logits).
 
     >>> a = Predictions([0, 1], [0.2, 0.6], model="a")
     >>> b = Predictions([0, 1], [0.4, 0.4], model="b")
@@ -344,6 +372,8 @@ def combine(members: Sequence[Predictions], rule: str = "mean", **kw) -> Predict
         return rank_average(members, **kw)
     if rule == "max":
         return max_ensemble(members, **kw)
+    if rule == "logit":
+        return logit_mean_ensemble(members, **kw)
     if rule == "vote":
         return majority_vote(members, **kw)
     val_members = kw.pop("val_members", None)
@@ -372,12 +402,21 @@ def disagreement_matrix(members: Sequence[Predictions], thresholds=0.5) -> pd.Da
 def error_correlation(members: Sequence[Predictions], thresholds=None) -> pd.DataFrame:
     """Pearson correlation of the members' errors (low = they fail on different cases).
 
-    Without ``thresholds`` the error is the residual ``y - score``; with them it is
-    the 0/1 indicator of a wrong decision.  A member without any error gives NaN.
+    Without ``thresholds`` the error is the residual ``y - score``; with them (one
+    per member, e.g. each chosen on validation) it is the 0/1 indicator of a wrong
+    decision, and the result is the correlation of those indicators (the "phi"
+    coefficient).  Prefer thresholds: the residual is dominated by the label, so
+    even a chance-level model's residual correlates strongly with a good model's.
+    A member without any error gives NaN.
 
     >>> a = Predictions([0, 1, 1, 0], [0.1, 0.9, 0.6, 0.2], model="a")
     >>> float(error_correlation([a, a]).loc["a", "a_2"])
     1.0
+    >>> y = [0, 0, 1, 1, 0, 1]
+    >>> b = Predictions(y, [0.7, 0.2, 0.9, 0.3, 0.1, 0.8], model="b")  # wrong on cases 0, 3
+    >>> c = Predictions(y, [0.6, 0.1, 0.8, 0.4, 0.2, 0.3], model="c")  # wrong on cases 0, 3, 5
+    >>> round(float(error_correlation([b, c], thresholds=[0.5, 0.5]).loc["b", "c"]), 3)
+    0.707
     """
     members = check_members(members)
     y = members[0].binary_truth()[:, None]
@@ -433,3 +472,115 @@ def missed_positives(
     frame.index = pd.Index(np.asarray(members[0].ids), name="id")
     positive = members[0].binary_truth() == 1
     return frame[positive & frame.any(axis=1).to_numpy()]
+
+
+# --------------------------------------------------------------------------- judging
+def member_agreement(
+    ensemble: Predictions,
+    members: Sequence[Predictions],
+    ensemble_threshold: float,
+    thresholds=0.5,
+) -> pd.DataFrame:
+    """How closely an ensemble follows each member: has the rule collapsed onto one?
+
+    One row per member: ``decision agreement`` (share of cases where the ensemble at
+    ``ensemble_threshold`` and the member at its own threshold decide alike),
+    ``rank correlation`` (Spearman correlation of their scores) and ``same FN``
+    (whether both miss exactly the same positives).  A rule whose agreement with a
+    member is ~1 is that member in disguise (for example ``max`` when one member's
+    scores sit above the others').
+
+    >>> a = Predictions([0, 1, 1, 0], [0.1, 0.9, 0.6, 0.2], model="a")
+    >>> b = Predictions([0, 1, 1, 0], [0.05, 0.4, 0.3, 0.1], model="b")
+    >>> agree = member_agreement(max_ensemble([a, b]), [a, b], 0.5, 0.5)
+    >>> agree["decision agreement"].tolist()
+    [1.0, 0.5]
+    >>> bool(agree.loc["a", "same FN"])
+    True
+    """
+    members = check_members(members)
+    check_members([members[0], ensemble])
+    t = _thresholds(members, thresholds)
+    s_ens = ensemble.positive_scores()
+    dec_ens = s_ens >= check_threshold(ensemble_threshold)
+    positive = members[0].binary_truth() == 1
+    rows = {}
+    for name, p, ti in zip(member_names(members), members, t):
+        s = p.positive_scores()
+        dec = s >= ti
+        if np.ptp(s) == 0 or np.ptp(s_ens) == 0:
+            rho = np.nan
+        else:
+            rho = float(pd.Series(s).corr(pd.Series(s_ens), method="spearman"))
+        rows[name] = {
+            "decision agreement": float((dec == dec_ens).mean()),
+            "rank correlation": rho,
+            "same FN": bool(np.array_equal(~dec & positive, ~dec_ens & positive)),
+        }
+    return pd.DataFrame(rows).T.astype(
+        {"decision agreement": float, "rank correlation": float, "same FN": bool}
+    )
+
+
+def fn_difference_ci(
+    a: Predictions,
+    b: Predictions,
+    threshold_a: float,
+    threshold_b: float,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Paired bootstrap of ``FN(a) - FN(b)``: missed positives of two models, same cases.
+
+    Each model keeps its own threshold (chosen beforehand, e.g. on validation for
+    the same specificity).  Cases are resampled with replacement, the same draw for
+    both models (``scipy.stats.bootstrap``, percentile interval), so the interval
+    reflects which cases happened to be in the test set.  Returns a dict:
+    ``difference`` (on the whole set), ``fn_a``, ``fn_b``, ``ci_low``, ``ci_high``,
+    ``share_below_zero`` (share of resamples where ``a`` misses fewer),
+    ``n_resamples`` and ``confidence``.
+
+    >>> y = np.r_[np.ones(50), np.zeros(50)]
+    >>> a = Predictions(y, np.r_[np.full(45, 0.9), np.full(5, 0.1), np.full(50, 0.2)], model="a")
+    >>> b = Predictions(y, np.r_[np.full(40, 0.9), np.full(10, 0.1), np.full(50, 0.2)], model="b")
+    >>> res = fn_difference_ci(a, b, 0.5, 0.5, n_resamples=200)
+    >>> res["difference"], res["ci_high"] < 0
+    (-5, True)
+    """
+    from scipy import stats
+
+    check_members([a, b])
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if int(n_resamples) < 2:
+        raise ValueError(f"n_resamples must be at least 2, got {n_resamples!r}")
+    positive = a.binary_truth() == 1
+    miss_a = positive & (a.positive_scores() < check_threshold(threshold_a))
+    miss_b = positive & (b.positive_scores() < check_threshold(threshold_b))
+    d = miss_a.astype(np.float64) - miss_b.astype(np.float64)
+    out = {
+        "difference": int(d.sum()),
+        "fn_a": int(miss_a.sum()),
+        "fn_b": int(miss_b.sum()),
+        "n_resamples": int(n_resamples),
+        "confidence": float(confidence),
+    }
+    if not d.any():  # identical misses: every resample gives 0
+        return {**out, "ci_low": 0.0, "ci_high": 0.0, "share_below_zero": 0.0}
+    res = stats.bootstrap(
+        (d,),
+        np.sum,
+        vectorized=True,
+        n_resamples=int(n_resamples),
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    dist = np.asarray(res.bootstrap_distribution)
+    return {
+        **out,
+        "ci_low": float(res.confidence_interval.low),
+        "ci_high": float(res.confidence_interval.high),
+        "share_below_zero": float((dist < 0).mean()),
+    }

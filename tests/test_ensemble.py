@@ -196,3 +196,72 @@ def test_missed_positives_table(trio):
     np.testing.assert_array_equal(table["max"], table[["cnn", "resnet", "vit"]].all(axis=1))
     with pytest.raises(ValueError, match="ensemble_threshold"):
         E.missed_positives(trio, t, ensemble=mx)
+
+
+def test_thresholded_error_correlation_is_not_driven_by_the_label():
+    y = (np.random.default_rng(4).random(2000) < 0.5).astype(int)
+    good = member(y, 2.0, 5, "good")
+    good2 = member(y, 2.0, 6, "good2")
+    chance = Predictions(y, np.random.default_rng(7).random(len(y)), model="chance", split="val")
+    members = [good, good2, chance]
+    residual = E.error_correlation(members)
+    # y - score carries the label: even a chance model "correlates" with a good one
+    assert residual.loc["good", "chance"] > 0.5
+    thresholded = E.error_correlation(members, thresholds=[0.5, 0.5, 0.5])
+    wrong = [(p.scores >= 0.5) != y for p in members]
+    expected = np.corrcoef(wrong[0].astype(float), wrong[2].astype(float))[0, 1]
+    assert thresholded.loc["good", "chance"] == pytest.approx(expected)
+    assert abs(thresholded.loc["good", "chance"]) < 0.1
+    assert abs(thresholded.loc["good", "good2"]) < 0.1  # independent noise, independent errors
+    # a {name: threshold} mapping works too, and equal members correlate fully
+    same = E.error_correlation([good, good], thresholds={"good": 0.3, "good_2": 0.3})
+    assert same.iloc[0, 1] == pytest.approx(1.0)
+
+
+def test_logit_mean_ensemble():
+    a = Predictions([0, 1, 1], [0.2, 0.99, 0.5], model="a")
+    b = Predictions([0, 1, 1], [0.2, 0.5, 0.8], model="b")
+    lm = E.logit_mean_ensemble([a, b])
+    z = (special.logit(a.scores) + special.logit(b.scores)) / 2
+    np.testing.assert_allclose(lm.scores, special.expit(z))
+    assert lm.model == "logit mean" and lm.meta["rule"] == "logit"
+    np.testing.assert_allclose(E.combine([a, b], "logit").scores, lm.scores)
+    # a member equal to itself: the mean of logits is the member
+    np.testing.assert_allclose(E.logit_mean_ensemble([a, a]).scores, a.scores)
+
+
+def test_member_agreement_flags_a_collapsed_rule(trio):
+    high = trio[0]
+    low = trio[1].with_scores(trio[1].scores * 0.3)  # always below the first member
+    mx = E.max_ensemble([high, low])
+    np.testing.assert_allclose(mx.scores, np.maximum(high.scores, low.scores))
+    agree = E.member_agreement(mx, [high, low], 0.5, [0.5, 0.15])
+    assert agree.loc["cnn", "decision agreement"] == pytest.approx(1.0)
+    assert bool(agree.loc["cnn", "same FN"])
+    assert agree.loc["resnet", "decision agreement"] < 0.95
+    mean = E.mean_ensemble(trio)
+    agree = E.member_agreement(mean, trio, 0.5, 0.5)
+    assert (agree["decision agreement"] < 1).all()
+    assert list(agree.columns) == ["decision agreement", "rank correlation", "same FN"]
+
+
+def test_fn_difference_ci_is_paired():
+    y = np.r_[np.ones(200), np.zeros(200)].astype(int)
+    rng = np.random.default_rng(0)
+    s = np.where(y == 1, rng.uniform(0.3, 1, 400), rng.uniform(0, 0.5, 400))
+    a = Predictions(y, s, model="a")
+    # b misses the same positives as a plus 10 more
+    extra = np.flatnonzero((y == 1) & (s >= 0.5))[:10]
+    sb = s.copy()
+    sb[extra] = 0.1
+    b = Predictions(y, sb, model="b")
+    res = E.fn_difference_ci(a, b, 0.5, 0.5, n_resamples=500, seed=1)
+    fa, fb = binary_metrics(a, 0.5)["fn"], binary_metrics(b, 0.5)["fn"]
+    assert (res["fn_a"], res["fn_b"], res["difference"]) == (fa, fb, fa - fb) and fa - fb == -10
+    # paired: only the 10 cases that differ vary, so the interval stays below zero
+    assert res["ci_low"] <= -10 <= res["ci_high"] < 0
+    assert res["share_below_zero"] == 1.0
+    same = E.fn_difference_ci(a, a, 0.5, 0.5)
+    assert (same["difference"], same["ci_low"], same["ci_high"]) == (0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="does not match"):
+        E.fn_difference_ci(a, Predictions(1 - y, s, model="c"), 0.5, 0.5)
