@@ -42,7 +42,7 @@ def register(subparsers) -> None:
                    help="val_auc, val_loss or last: which epoch's weights to keep")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience")
     p.add_argument("--augment", default=d.augment or "none",
-                   help="xray, xray_strong (batched), light, standard, strong, over, none")
+                   help="xray, xray_strong (batched), light, standard, strong, over, site, none")
     p.add_argument("--balanced-sampler", action="store_true", help="sample classes equally")
     p.add_argument("--tta", dest="tta", action="store_true", default=d.tta,
                    help="test-time augmentation (1-pixel shifts)")
