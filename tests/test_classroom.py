@@ -119,7 +119,7 @@ def test_student_copy_has_no_outputs_and_keeps_the_parameters_cell(pair):
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     master_params = [c for c in master.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and params[0].source == master_params[0].source
-    assert 'profile = "smoke"' in params[0].source
+    assert 'profile = "lessons"' in params[0].source  # students get the default profile
     assert any("otter.Notebook(" in c.source for c in code), "otter init cell missing"
     assert not any(c.cell_type == "raw" for c in student.cells), "otter markers left in"
 
@@ -218,4 +218,4 @@ def test_cli_bad_arguments_exit_2(argv, expected, capsys):
 def test_grade_cli_rejects_unknown_profile(copies, capsys):
     made = copies["00_welcome"]
     assert main(["classroom", "grade", str(made.student), "--profile", "huge"]) == 2
-    assert "choose one of: smoke, full, as-submitted" in capsys.readouterr().err
+    assert "choose one of: lessons, smoke, full, as-submitted" in capsys.readouterr().err
