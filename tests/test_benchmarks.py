@@ -136,7 +136,7 @@ def test_lessons_smoke(smoke_dir):
     assert cell["claims"], "notebook 01 records its claim"
     for claim in cell["claims"].values():
         assert {"id", "statement", "value", "bound", "holds"} <= set(claim)
-    claims_table, seconds_table = data["tables"]
+    claims_table, (seconds_table,) = data["table"], data["tables"]
     assert claims_table["columns"][:2] == ["claim", "bound"]
     assert [r[0] for r in claims_table["rows"]] == list(cell["claims"])
     assert seconds_table["rows"][-1][0] == "**total**"
