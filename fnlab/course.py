@@ -269,7 +269,9 @@ def run_course(
     if out is None:
         out_dir = _new_run_dir((PROJECT_ROOT or Path.cwd()) / "runs")
     else:
-        out_dir = Path(out)
+        # absolute: each notebook runs with notebooks/ as its working folder and writes its
+        # figures to this path
+        out_dir = Path(out).resolve()
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
             raise ValueError(f"--out {out_dir} already exists and is not an empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)

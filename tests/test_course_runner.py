@@ -69,6 +69,17 @@ def test_failing_notebook_is_recorded_and_the_run_goes_on(tiny_course):
     assert (out / "00_ok.ipynb").is_file() and (out / "02_after.ipynb").is_file()
 
 
+def test_relative_out_folder_is_resolved_before_notebooks_change_folder(tiny_course, monkeypatch):
+    # the notebooks run in their own folder; a relative --out (what `make test` passes) must
+    # still receive each notebook's figures (CI once failed all nine notebooks on this)
+    monkeypatch.chdir(tiny_course)
+    rc = main(["course", "run", "--out", "runs/rel", "--no-progress", "00_ok"])
+    assert rc == 0
+    summary = json.loads((tiny_course / "runs" / "rel" / "summary.json").read_text())
+    assert summary["notebooks"][0]["status"] == "ok"
+    assert summary["notebooks"][0]["figures"]["auc"] == 0.9
+
+
 def test_notebook_selection_by_number_name_or_file(tiny_course):
     picked = course.select_notebooks(["02", "00_ok", "01_broken.ipynb"])
     assert [p.stem for p in picked] == ["02_after", "00_ok", "01_broken"]
