@@ -5,7 +5,10 @@ measures that (reliability curve, expected calibration error, Brier score, negat
 log-likelihood) and fixes the commonest fault of deep networks, over-confidence,
 with temperature scaling (Guo et al. 2017): one number ``T`` fitted on validation
 predictions, ``p' = sigmoid(logit(p) / T)`` (``softmax(log p / T)`` for several
-classes).  Temperature scaling keeps the ranking, so AUC and the sensitivity at a
+classes).  One temperature cannot *shift* the logits; scores pushed towards one
+class (a model trained with a false-negative cost states too high a risk) need
+Platt scaling (Platt 1999): a slope and an intercept, ``p' = sigmoid(a logit(p) + b)``,
+fitted on validation with scikit-learn's logistic regression.  Both keep the ranking, so AUC and the sensitivity at a
 given *rank* do not change; thresholds chosen on raw scores must be chosen again.
 Probabilities calibrated where pneumonia is common mean less where it is rare:
 :func:`adjust_prevalence` moves them to another prevalence with Bayes' rule.
@@ -44,9 +47,11 @@ from fnlab.predictions import Predictions
 __all__ = [
     "EPS",
     "adjust_prevalence",
+    "apply_platt",
     "apply_temperature",
     "brier_score",
     "expected_calibration_error",
+    "fit_platt",
     "fit_temperature",
     "negative_log_likelihood",
     "reliability_curve",
@@ -224,6 +229,56 @@ def apply_temperature(preds: Predictions, temperature: float) -> Predictions:
     scores = _scaled(_logits(preds), t, preds.is_binary)
     out = preds.with_scores(scores)
     out.meta["temperature"] = t
+    return out
+
+
+def fit_platt(val_preds: Predictions) -> tuple[float, float]:
+    """Slope ``a`` and intercept ``b`` of ``sigmoid(a logit(p) + b)`` fitted on validation.
+
+    Platt scaling is a logistic regression on the logit (scikit-learn, unregularised).
+    Where temperature scaling can only stretch or shrink the logits (``a = 1 / T``,
+    ``b = 0``), the intercept also moves them, which is what scores from a weighted loss
+    need.  Binary Predictions only.
+
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(0, 2, 4000)                                 # true log-odds
+    >>> y = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)
+    >>> shifted = Predictions(y, 1 / (1 + np.exp(-(z + 2))))       # risk overstated
+    >>> a, b = fit_platt(shifted)
+    >>> round(a, 1), round(b, 1)
+    (1.0, -2.0)
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    _check_preds(val_preds, "fit_platt")
+    if not val_preds.is_binary:
+        raise ValueError("fit_platt: needs binary Predictions (one score per case)")
+    y = val_preds.binary_truth()
+    if len(np.unique(y)) < 2:
+        raise ValueError("fit_platt: the validation predictions hold one class only; "
+                         "a slope and intercept cannot be fitted")
+    model = LogisticRegression(C=np.inf, max_iter=1000).fit(_logits(val_preds)[:, None], y)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def apply_platt(preds: Predictions, slope: float, intercept: float) -> Predictions:
+    """Scores mapped through ``sigmoid(slope * logit(p) + intercept)`` (see :func:`fit_platt`).
+
+    ``meta["platt"]`` records ``(slope, intercept)``.  A positive slope keeps the order.
+
+    >>> p = apply_platt(Predictions([0, 1], [0.5, 0.9]), 1.0, -math.log(9))
+    >>> np.round(p.scores, 3).tolist()      # odds divided by 9: 0.5 -> 0.1, 0.9 -> 0.5
+    [0.1, 0.5]
+    """
+    _check_preds(preds, "apply_platt")
+    if not preds.is_binary:
+        raise ValueError("apply_platt: needs binary Predictions (one score per case)")
+    a, b = float(slope), float(intercept)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"apply_platt: slope and intercept must be finite, got {slope!r}, "
+                         f"{intercept!r}")
+    out = preds.with_scores(special.expit(a * _logits(preds) + b))
+    out.meta["platt"] = (a, b)
     return out
 
 

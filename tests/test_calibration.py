@@ -127,3 +127,32 @@ def test_adjust_prevalence_is_bayes_rule():
         C.adjust_prevalence(balanced, 0.0, from_prevalence=0.5)
     with pytest.raises(ValueError, match="binary"):
         C.adjust_prevalence(Predictions([0, 1], [[0.6, 0.4], [0.2, 0.8]]), 0.1, 0.5)
+
+
+def test_platt_removes_a_shift_that_one_temperature_cannot():
+    # scores of a model trained with a false-negative cost: every logit pushed up by log(8)
+    rng = np.random.default_rng(11)
+    z = rng.normal(0.0, 2.0, 6000)
+    y = (rng.random(6000) < special.expit(z)).astype(int)
+    shifted = Predictions(y, special.expit(z + np.log(8.0)), model="fn_cost 8")
+    val, test = shifted.subset(np.arange(3000)), shifted.subset(np.arange(3000, 6000))
+    a, b = C.fit_platt(val)
+    assert a == pytest.approx(1.0, abs=0.1) and b == pytest.approx(-np.log(8.0), abs=0.15)
+    fixed = C.apply_platt(test, a, b)
+    by_temperature = C.apply_temperature(test, C.fit_temperature(val))
+    ece_raw = C.expected_calibration_error(test)
+    assert C.expected_calibration_error(fixed) < 0.03 < ece_raw
+    assert C.expected_calibration_error(fixed) < C.expected_calibration_error(by_temperature) / 2
+    assert roc_auc_score(fixed.y_true, fixed.scores) == pytest.approx(
+        roc_auc_score(test.y_true, test.scores))
+    assert fixed.meta["platt"] == (a, b) and fixed.model == "fn_cost 8"
+
+
+def test_platt_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="one class only"):
+        C.fit_platt(Predictions([1, 1, 1], [0.2, 0.5, 0.9]))
+    with pytest.raises(ValueError, match="must be finite"):
+        C.apply_platt(simulated(n=10), float("inf"), 0.0)
+    four = Predictions([0, 1], [[0.7, 0.3], [0.2, 0.8]], class_names=("n", "p"))
+    with pytest.raises(ValueError, match="binary Predictions"):
+        C.fit_platt(four)
