@@ -58,6 +58,7 @@ __all__ = [
     "available_models",
     "count_parameters",
     "create",
+    "meta_model",
     "predict_scores",
     "pretrained_weights_path",
     "target_layer",
@@ -509,7 +510,60 @@ def create(name: str, num_classes: int = 2, in_channels: int = 1, image_size: in
     except TypeError as exc:
         raise ValueError(f"bad options for model {name!r}: {exc}") from exc
     _no_inplace(body)
-    return FnlabModel(body, name, num_classes, int(in_channels), int(image_size), resize_to)
+    model = FnlabModel(body, name, num_classes, int(in_channels), int(image_size), resize_to)
+    model.model_kwargs = dict(kw)  # the builder options, so a checkpoint can rebuild it
+    return model
+
+
+#: The most parameters a model rebuilt from a file may have: about 400 MB of float32
+#: weights (the largest zoo model, resnet50, has 23.5 M).
+MAX_PARAMETERS = 100_000_000
+#: Bounds checked before building at all: options that cost Python time per unit
+#: (one module per layer), and any other integer (sizes, widths, class counts).
+_OPTION_LIMITS = {"num_layers": 256}
+_INT_LIMIT = 1_000_000
+
+
+def meta_model(name: str, num_classes: int = 2, in_channels: int = 1, image_size: int = 28,
+               resize_to: int | None = None, options: dict | None = None,
+               max_parameters: int | None = MAX_PARAMETERS) -> FnlabModel:
+    """The zoo model built on PyTorch's ``meta`` device: shapes only, no memory for weights.
+
+    Use it to check a model read from a file (a checkpoint's ``model_kwargs`` as
+    ``options``) before building the real one: raises ValueError (one line) when an
+    option is out of range or the model would have more than ``max_parameters``
+    parameters (:data:`MAX_PARAMETERS`; None = no limit).
+
+    >>> meta_model("smallcnn", options={"width": 8}).mean.device.type
+    'meta'
+    >>> meta_model("smallcnn", options={"width": 100_000})
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'smallcnn' with options {'width': 100000} would have 2,790,004,100,001 parameters (11160.0 GB of float32); the limit is 100,000,000
+    """
+    options = dict(options or {})
+    sizes = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size,
+             "resize_to": resize_to}
+    for key, value in {**sizes, **options}.items():
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            limit = _OPTION_LIMITS.get(key, _INT_LIMIT)
+            if abs(int(value)) > limit:
+                raise ValueError(f"model {name!r}: {key}={value} is out of range "
+                                 f"(at most {limit:,})")
+    if "pretrained" in options:
+        raise ValueError(f"model {name!r}: options may not set 'pretrained'")
+    try:
+        with torch.device("meta"):
+            model = create(name, num_classes=num_classes, in_channels=in_channels,
+                           image_size=image_size, resize_to=resize_to, **options)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())[:300]
+        raise ValueError(f"cannot build model {name!r} with options {options}: {msg}") from None
+    n = count_parameters(model)
+    if max_parameters is not None and n > max_parameters:
+        raise ValueError(f"model {name!r} with options {options} would have {n:,} parameters "
+                         f"({n * 4 / 1e9:.1f} GB of float32); the limit is {max_parameters:,}")
+    return model
 
 
 def _no_inplace(module: nn.Module) -> None:

@@ -19,6 +19,7 @@ from fnlab.runs import (
     get_or_train,
     load_checkpoint,
     save_checkpoint,
+    sign_run,
     train_run,
 )
 from fnlab.train import TrainConfig, predict
@@ -100,10 +101,13 @@ def test_tampered_and_corrupt_files(run_dir, tmp_path):
     (copy / "checkpoint.pt").write_bytes(bytes(data))
     with pytest.raises(RunError, match=r"checkpoint\.pt was modified after the run was written"):
         Run.load(copy)
-    (copy / "manifest.json").unlink()  # without the manifest torch.load itself must object
+    (copy / "manifest.json").unlink()  # no manifest: refused, never trusted
+    with pytest.raises(RunError, match=r"has no manifest\.json.*fnlab evaluate .* --resign"):
+        Run.load(copy)
     (copy / "checkpoint.pt").write_bytes(b"not a zip file at all")
     with pytest.raises(RunError, match=r"checkpoint\.pt: corrupt or tampered checkpoint"):
-        Run.load(copy)
+        sign_run(copy)  # signing deliberately still reads the checkpoint with weights_only
+    assert not (copy / "manifest.json").exists()
 
 
 class Evil:

@@ -5,11 +5,19 @@
     fnlab evaluate RUN_DIR                       # recall >= 0.98 on val (default)
     fnlab evaluate RUN_DIR --specificity 0.9     # or a fixed specificity
     fnlab evaluate RUN_DIR --cost-ratio 10       # or the minimum expected cost
+    fnlab evaluate RUN_DIR --resign              # trust the folder's files as they are now
+
+The Run must pass its tamper check (``manifest.json``: the sha256 of every file) and
+the architecture check; the new checkpoint holds the weights that were verified, and
+the folder is replaced whole. ``--resign`` is the one deliberate way to sign a folder
+again (after changing a file on purpose, or for a run written by an older fnlab): it
+checks that the files form a consistent Run, writes a new manifest and does nothing else.
 """
 
 from __future__ import annotations
 
 from fnlab.cli import UsageError
+from fnlab.cli.validate import positive_float
 
 
 def register(subparsers) -> None:
@@ -21,11 +29,14 @@ def register(subparsers) -> None:
                    help="largest threshold with val recall >= R (default 0.98)")
     g.add_argument("--specificity", type=float, default=None,
                    help="smallest threshold with val specificity >= S")
-    g.add_argument("--cost-ratio", type=float, default=None,
+    g.add_argument("--cost-ratio", type=positive_float, default=None,
                    help="minimum expected cost, a missed case costing C false alarms")
     g.add_argument("--youden", action="store_true", help="maximise Youden's J on val")
     g.add_argument("--threshold", type=float, default=None, help="a fixed threshold")
     p.add_argument("--no-ci", action="store_true", help="skip the bootstrap intervals")
+    p.add_argument("--resign", action="store_true",
+                   help="trust the Run's files as they are now: check that they form a "
+                        "consistent Run and write a new manifest.json (nothing else)")
     p.set_defaults(func=_evaluate)
 
 
@@ -52,20 +63,57 @@ def rule_from_args(args) -> tuple[str, float | None]:
                           else args.target_recall)
 
 
-def _evaluate(args) -> int:
+def _fail(exc: BaseException) -> int:
+    """Print ``exc`` as the one error line of the command; exit code 1 (a data error)."""
     import sys
 
-    from fnlab.cli.train import summary_lines
-    from fnlab.runs import Run, RunError
+    try:  # the command line's shared formatting, where it exists
+        from fnlab.cli import error_line
+    except ImportError:  # pragma: no cover
+        def error_line(e):
+            return " ".join(str(e).split())
+    print(f"fnlab evaluate: error: {error_line(exc)}", file=sys.stderr)
+    return 1
 
+
+def _resign(args) -> int:
+    from fnlab.runs import RunError, sign_run
+
+    chosen = [flag for flag, given in (
+        ("--target-recall", args.target_recall is not None),
+        ("--specificity", args.specificity is not None),
+        ("--cost-ratio", args.cost_ratio is not None), ("--youden", args.youden),
+        ("--threshold", args.threshold is not None), ("--no-ci", args.no_ci)) if given]
+    if chosen:
+        raise UsageError(f"--resign only signs the Run; drop {', '.join(chosen)} and run "
+                         "fnlab evaluate again to choose a threshold")
+    try:
+        signed = sign_run(args.run_dir)
+    except (RunError, OSError) as exc:
+        return _fail(exc)
+    if not signed["previous"]:
+        changed = " (it had no manifest of the current format)"
+    elif signed["changed"]:
+        changed = f"; changed since the last signature: {', '.join(signed['changed'])}"
+    else:
+        changed = "; nothing had changed"
+    print(f"signed {len(signed['files'])} files of {args.run_dir} in manifest.json{changed}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from fnlab.cli.train import summary_lines
+    from fnlab.runs import Run
+
+    if args.resign:
+        return _resign(args)
     rule, value = rule_from_args(args)
     try:
         run = Run.load(args.run_dir)
-    except RunError as exc:
-        print(f"fnlab evaluate: error: {exc}", file=sys.stderr)
-        return 1
-    metrics = run.evaluate(rule, value, write=True, ci=not args.no_ci)
+        metrics = run.evaluate(rule, value, write=True, ci=not args.no_ci)
+    except (ValueError, OSError) as exc:  # RunError is a ValueError
+        return _fail(exc)
     for line in summary_lines(metrics):
         print(line)
-    print(f"wrote {run.path / 'metrics.json'}")
+    print(f"wrote {run.path / 'metrics.json'} and {run.path / 'checkpoint.pt'}")
     return 0
