@@ -150,6 +150,12 @@ def test_cli_preview(tmp_path, tiny_npz, capsys):
     assert main(["data", "preview", str(tiny_npz()), "--out", str(out), "-n", "4"]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
     assert main(["data", "preview", "nonexistent_name", "--out", str(out)]) == 2
+    capsys.readouterr()
+    (tmp_path / "empty" / "chest_xray" / "train" / "NORMAL").mkdir(parents=True)
+    assert main(["data", "preview", str(tmp_path / "empty"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("fnlab data preview: error: ")
 
 
 def test_cli_download_usage_errors(capsys):
@@ -169,4 +175,49 @@ def test_cli_download_failure_is_reported(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(medmnist, "download", offline)
     assert main(["data", "download", "pneumoniamnist", "--dest", str(tmp_path)]) == 1
-    assert "Manual steps" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Manual steps" in err and "md5" in err  # the steps, on one line
+    assert len(err.strip().splitlines()) == 1 and err.startswith("fnlab data download: error:")
+
+
+# --------------------------------------------------------------------------- what train refuses
+def test_check_flags_single_class_splits_and_tiny_images(tiny_npz, capsys):
+    one_class = tiny_npz("one.npz", val_labels=np.zeros(4, np.uint8))
+    report = check_path(one_class)
+    assert not report.ok
+    assert any(p.startswith("val: one class only (4 'normal' image(s))") for p in report.problems)
+    tiny = tiny_npz("tiny.npz", side=1)
+    report = check_path(tiny)
+    assert not report.ok
+    assert any("1 x 1 px is smaller than 8 px on a side" in p for p in report.problems)
+    for path in (one_class, tiny):
+        assert main(["data", "check", str(path), "--quiet"]) == 1
+        assert capsys.readouterr().out.startswith("FAILED")
+    assert main(["data", "check", str(tiny_npz("fine.npz", side=8)), "--quiet"]) == 0
+
+
+def test_check_tree_flags_single_class_and_tiny_images(kermany_tree, image_files):
+    shutil.rmtree(kermany_tree / "val" / "PNEUMONIA")
+    (kermany_tree / "val" / "PNEUMONIA").mkdir()
+    image_files.save(kermany_tree / "val" / "NORMAL" / "IM-0990-0001.png",
+                     np.zeros((5, 30), np.uint8))
+    report = check_path(kermany_tree)
+    assert any(p.startswith("val: one class only") for p in report.problems), report.format()
+    tiny = str(kermany_tree / "val" / "NORMAL" / "IM-0990-0001.png")
+    assert report.bad_files[tiny] == ("image of 30 x 5 px is smaller than 8 px on a side, the "
+                                      "smallest the models accept")
+
+
+def test_check_dicom_tree_flags_a_bomb_and_a_missing_class(tmp_path, write_dicom):
+    import pydicom  # the write_dicom fixture skips the test without it
+
+    for i in range(2):
+        write_dicom(tmp_path / "dcm" / "NORMAL" / f"{i}.dcm")
+    ds = pydicom.dcmread(write_dicom(tmp_path / "dcm" / "PNEUMONIA" / "bomb.dcm"))
+    ds.Rows = ds.Columns = 12000
+    ds.save_as(tmp_path / "dcm" / "PNEUMONIA" / "bomb.dcm", enforce_file_format=True)
+    report = check_path(tmp_path / "dcm")
+    assert not report.ok
+    bomb = str(tmp_path / "dcm" / "PNEUMONIA" / "bomb.dcm")
+    assert "12000 x 12000 = 144,000,000 pixels exceeds the limit" in report.bad_files[bomb]
+    assert any(p.startswith("all: one class only") for p in report.problems), report.format()

@@ -114,3 +114,97 @@ def test_load_dicom_folder_with_csv_and_layout_errors(tmp_path, write_dicom):
     bad_csv.write_text("file,diagnosis\n0.dcm,0\n")
     with pytest.raises(DatasetLayoutError, match="'path'"):
         load_dicom_folder(root, labels_csv=bad_csv, progress=False)
+
+
+# --------------------------------------------------------------------------- pixel limit
+def _rewrite(path, out, deflated=False, **tags):
+    """Copy a DICOM with header tags changed (e.g. Rows, Columns) and maybe deflated."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(path)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    if deflated:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_pixel_limit_gives_the_same_reason_as_png(tmp_path, write_dicom):
+    from PIL import Image
+
+    from fnlab.data.imageio import read_image, too_many_pixels
+
+    dcm = write_dicom(tmp_path / "a.dcm")  # 40 x 12
+    png = tmp_path / "a.png"
+    Image.fromarray(np.zeros((12, 40), np.uint8)).save(png)
+    with pytest.raises(ImageReadError) as d_info:
+        read_dicom(dcm, max_pixels=100)
+    with pytest.raises(ImageReadError) as p_info:
+        read_image(png, max_pixels=100)
+    assert d_info.value.reason == p_info.value.reason == too_many_pixels(480, 100, "40 x 12")
+    assert read_dicom(dcm, max_pixels=None).shape == (12, 40)
+
+
+@pytest.mark.parametrize("deflated", [False, True])
+def test_huge_header_is_refused_before_decoding(tmp_path, write_dicom, deflated):
+    """12000 x 12000 in the header: refused from the header, whatever the pixel data."""
+    import tracemalloc
+
+    src = write_dicom(tmp_path / "a.dcm")
+    bomb = _rewrite(src, tmp_path / "bomb.dcm", deflated=deflated, Rows=12000, Columns=12000)
+    assert bomb.stat().st_size < 5000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError, match="decompression bomb") as info:
+            read_dicom(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.path == str(bomb)
+    assert "12000 x 12000 = 144,000,000 pixels exceeds the limit of 100,000,000" in str(info.value)
+    assert peak < 20 << 20
+
+
+def test_frames_count_towards_the_limit(tmp_path, write_dicom):
+    src = write_dicom(tmp_path / "a.dcm")
+    multi = _rewrite(src, tmp_path / "m.dcm", Rows=4000, Columns=4000, NumberOfFrames=10)
+    with pytest.raises(ImageReadError, match=r"4000 x 4000 x 10 frames = 160,000,000 pixels"):
+        read_dicom(multi)
+
+
+def test_deflated_file_reads_like_the_original(tmp_path, write_dicom):
+    src = write_dicom(tmp_path / "a.dcm", slope=2, intercept=-1000, center=1000, width=2000)
+    deflated = _rewrite(src, tmp_path / "d.dcm", deflated=True)
+    np.testing.assert_array_equal(read_dicom(deflated), read_dicom(src))
+
+
+def test_deflated_data_larger_than_its_header_says_is_refused(tmp_path, write_dicom,
+                                                              monkeypatch):
+    """A small image in the header but much more data in the deflate stream."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from fnlab.data import dicom
+
+    monkeypatch.setattr(dicom, "_DEFLATE_SLACK", 1 << 20)
+    src = write_dicom(tmp_path / "a.dcm")
+    ds = pydicom.dcmread(src)
+    ds.add_new(0x00091010, "OB", bytes(3 << 20))  # 3 MB of private padding
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "padded.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 50_000
+    with pytest.raises(ImageReadError, match="inflates to over .* far more than its 40 x 12 "
+                                             "image needs"):
+        read_dicom(path)
+
+
+def test_folder_loader_skips_a_dicom_bomb(tmp_path, write_dicom):
+    root = _tree(write_dicom, tmp_path / "dcm", n=2)
+    bomb = _rewrite(root / "NORMAL" / "0.dcm", root / "NORMAL" / "bomb.dcm", deflated=True,
+                    Rows=12000, Columns=12000)
+    with pytest.raises(ImageReadError, match="exceeds the limit"):
+        load_dicom_folder(root, size=8, progress=False)
+    with pytest.warns(SkippedFilesWarning, match="skipped 1 file"):
+        s = load_dicom_folder(root, size=8, progress=False, on_error="skip")
+    assert len(s) == 4 and str(bomb) in s.meta["skipped_files"]

@@ -16,7 +16,15 @@ from __future__ import annotations
 import json
 import sys
 
-from fnlab.cli import UsageError
+from fnlab.cli import UsageError, error_line
+from fnlab.cli.validate import (
+    check_train_args,
+    image_side,
+    int_at_least,
+    nonneg_float,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers) -> None:
@@ -28,38 +36,46 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default="auto",
                    help="registry name (synthetic, pneumoniamnist, kermany, ...; default auto)")
     p.add_argument("--data-path", default=None, help="file or folder of a real dataset")
+    p.add_argument("--offline", action="store_true",
+                   help="never download: --dataset auto uses the cached official PneumoniaMNIST "
+                        "or the synthetic X-rays (like FNLAB_OFFLINE=1)")
     p.add_argument("--model", default=d.model, help=f"zoo model (default {d.model})")
     p.add_argument("--loss", default=d.loss, help=f"loss (default {d.loss})")
-    p.add_argument("--fn-cost", type=float, default=None,
+    p.add_argument("--fn-cost", type=positive_float, default=None,
                    help="cost of a false negative for --loss fn_cost")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay)
     p.add_argument("--optimizer", default=d.optimizer, help="adamw, adam or sgd")
     p.add_argument("--schedule", default=d.schedule, help="onecycle, cosine or none")
     p.add_argument("--monitor", default=d.monitor or "last",
                    help="val_auc, val_loss or last: which epoch's weights to keep")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience")
+    p.add_argument("--patience", type=positive_int, default=None, help="early stopping patience")
     p.add_argument("--augment", default=d.augment or "none",
                    help="xray, xray_strong (batched), light, standard, strong, over, site, none")
     p.add_argument("--balanced-sampler", action="store_true", help="sample classes equally")
     p.add_argument("--tta", dest="tta", action="store_true", default=d.tta,
                    help="test-time augmentation (1-pixel shifts)")
     p.add_argument("--no-tta", dest="tta", action="store_false")
-    p.add_argument("--image-size", type=int, default=None, help="image side to load at")
-    p.add_argument("--resize-to", type=int, default=d.resize_to,
+    p.add_argument("--image-size", type=image_side, default=None, help="image side to load at")
+    p.add_argument("--resize-to", type=image_side, default=d.resize_to,
                    help="side the model resizes its input to")
-    p.add_argument("--width", type=int, default=None, help="channels of smallcnn/attention_cnn")
+    p.add_argument("--width", type=positive_int, default=None, help="channels of smallcnn/attention_cnn")
     p.add_argument("--pretrained", action="store_true", help="ImageNet weights (local cache)")
     p.add_argument("--profile", default="full", help="smoke or full (default full)")
-    p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--max-train-images", default=None,
+                   type=int_at_least(2, "an integer >= 2 (one image per class at least)"))
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--target-recall", type=float, default=0.98,
                    help="choose the threshold on val for this recall (default 0.98)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="Run folder to write")
+    p.add_argument("--out", required=True,
+                   help="Run folder to write (a new or empty folder; see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the Run already in --out (only once the new one is complete; "
+                        "a folder with other files is never replaced)")
     p.set_defaults(func=_train)
 
 
@@ -84,11 +100,17 @@ def config_from_args(args):
     try:
         from fnlab.data.registry import resolve_dataset
 
-        resolve_dataset(args.dataset)
+        resolve_dataset(args.dataset, download=False)  # the name only: no network yet
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not 0 < args.target_recall <= 1:
         raise UsageError(f"--target-recall must be in (0, 1], got {args.target_recall}")
+    check_train_args(args)  # dataset/--data-path, sizes, model options, device: before any data
+    # "auto" -> the dataset really used (check_train_args resolved it, downloading the real
+    # file when it could; a failure is not retried), so the Run's config names it
+    dataset, _reason = resolve_dataset(
+        args.dataset, offline=True if getattr(args, "offline", False) else None,
+        download=args.data_path is None)
     loss_kwargs = {}
     if args.fn_cost is not None:
         if args.loss != "fn_cost":
@@ -97,7 +119,7 @@ def config_from_args(args):
     model_kwargs = {} if args.width is None else {"width": args.width}
     try:
         return TrainConfig(
-            dataset=args.dataset, data_path=args.data_path, profile=args.profile,
+            dataset=dataset, data_path=args.data_path, profile=args.profile,
             image_size=args.image_size, model=args.model, model_kwargs=model_kwargs,
             resize_to=args.resize_to, pretrained=args.pretrained, loss=args.loss,
             loss_kwargs=loss_kwargs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -134,14 +156,21 @@ def summary_lines(metrics: dict) -> list[str]:
 
 
 def _train(args) -> int:
-    from fnlab.runs import train_run
+    from fnlab.runs import RunError, check_out_dir, train_run
 
     config = config_from_args(args)
+    try:  # before any data is loaded or trained on
+        check_out_dir(args.out, overwrite=args.force)
+    except RunError as exc:
+        raise UsageError(f"--out {exc}") from None
     try:
         run = train_run(config, out_dir=args.out, threshold_rule="recall",
-                        threshold_value=args.target_recall)
-    except FileNotFoundError as exc:
-        print(f"fnlab train: error: {exc}", file=sys.stderr)
+                        threshold_value=args.target_recall, overwrite=args.force)
+    except (FileNotFoundError, RunError) as exc:
+        print(f"fnlab train: error: {error_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the Run folder could not be written
+        print(f"fnlab train: error: cannot write {args.out}: {error_line(exc)}", file=sys.stderr)
         return 1
     except ValueError as exc:
         if str(exc).startswith("unknown "):

@@ -7,8 +7,10 @@ returns a :class:`CheckReport` with
 - counts per split and class;
 - problems (each names the path): missing keys, length mismatches, labels out of
   range, unknown class folders, empty or missing splits, non-image files, corrupt,
-  truncated, zero-byte or oversized images, DICOMs without pixel data, and patients
-  found in more than one split;
+  truncated, zero-byte or oversized images, DICOMs without pixel data, patients
+  found in more than one split, and what ``fnlab train`` would refuse: a split holding
+  one class only (or a training split lacking a class) and images smaller than
+  :data:`~fnlab.data.imageio.MIN_IMAGE_SIDE` pixels on a side;
 - notes that need no action: pixel formats converted on load (16-bit, RGBA, palette),
   mixed image sizes (loaders resize them), a checksum that differs from the official
   file, ignored files.
@@ -37,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fnlab.data.imageio import ImageReadError, read_image
+from fnlab.data.imageio import MIN_IMAGE_SIDE, ImageReadError, read_image
 
 _MODE_NOTES = {
     "I;16": "16-bit, scaled to 8 bits by its range", "I;16B": "16-bit, scaled by its range",
@@ -149,8 +151,12 @@ def _check_npz(path: Path, report: CheckReport) -> None:
         report.class_names = first.class_names
         for split, s in sets.items():
             report.counts[split] = s.counts()
-        side = f"{first.images.shape[1]}x{first.images.shape[2]}"
+        h, w = first.images.shape[1], first.images.shape[2]
+        side = f"{w}x{h}"
         report.sizes[side] = sum(len(s) for s in sets.values())
+        if min(h, w) < MIN_IMAGE_SIDE:
+            report.problems.append(f"{path}: {_too_small(w, h)}")
+        _check_classes(report)
         digest = medmnist.md5sum(path)
         info = medmnist.PNEUMONIAMNIST.get(first.images.shape[-1])
         if info is not None and digest == info.md5:
@@ -247,6 +253,8 @@ def _check_tree(root: Path, report: CheckReport, progress: bool, workers) -> Non
     counts = {s: {c: 0 for c in scan.class_names} for s in split_names}
     patients: dict[str, set] = {s: set() for s in split_names}
     for entry, (shape, mode, reason) in zip(scan.entries, results):
+        if shape is not None and min(shape[:2]) < MIN_IMAGE_SIDE:
+            shape, reason = None, _too_small(shape[1], shape[0])
         if shape is None:
             report.bad_files[str(entry.path)] = reason
             report.problems.append(f"{entry.path}: {reason}")
@@ -260,6 +268,7 @@ def _check_tree(root: Path, report: CheckReport, progress: bool, workers) -> Non
             patients.setdefault(split, set()).add(parse_kermany_name(entry.path.name)[0])
     report.counts = counts
     report.sizes = dict(sizes)
+    _check_classes(report)
     if len(sizes) > 1:
         report.notes.append(
             f"images of mixed sizes ({len(sizes)} different sizes); the loaders bring them "
@@ -280,3 +289,28 @@ def _check_tree(root: Path, report: CheckReport, progress: bool, workers) -> Non
             report.problems.append(
                 f"patient overlap between {a} and {b}: {len(shared)} patient(s) ({shown}); "
                 "re-split by patient (load_kermany(..., resplit=True))")
+
+
+def _too_small(width: int, height: int) -> str:
+    return (f"image of {width} x {height} px is smaller than {MIN_IMAGE_SIDE} px on a side, "
+            "the smallest the models accept")
+
+
+def _check_classes(report: CheckReport) -> None:
+    """Flag splits that ``fnlab train`` refuses: one class only, or (the split it trains
+    on) a class without images, which the class-weighted loss cannot weight."""
+    for split, counts in report.counts.items():
+        total = sum(counts.values())
+        present = [c for c, n in counts.items() if n]
+        if total == 0 or not counts:
+            continue
+        if len(present) < 2:
+            report.problems.append(
+                f"{split}: one class only ({total} {present[0]!r} image(s)); fnlab train needs "
+                "images of at least two classes in every split (sensitivity, specificity, AUC "
+                "and the threshold are undefined otherwise)")
+        elif split in ("train", "all") and len(present) < len(counts):
+            missing = ", ".join(repr(c) for c, n in counts.items() if not n)
+            report.problems.append(
+                f"{split}: no images of class {missing}; fnlab train needs images of every "
+                "class to train on")

@@ -13,6 +13,11 @@ source:
 
 Multi-frame files give their first frame; colour files are converted to luma.
 
+Like :func:`fnlab.data.imageio.read_image`, :func:`read_dicom` refuses images over
+:data:`~fnlab.data.imageio.MAX_PIXELS` (``Rows x Columns x NumberOfFrames`` from the
+header, read before any pixel data is decoded or a deflated file is inflated) with the
+same reason, :func:`~fnlab.data.imageio.too_many_pixels`.
+
 :func:`load_dicom_folder` loads a folder of ``.dcm`` files into one
 :class:`~fnlab.data.imageset.ImageSet`, with labels from class sub-folders
 (``root/NORMAL/*.dcm``, ``root/PNEUMONIA/*.dcm``) or from a CSV file.
@@ -27,6 +32,7 @@ Example
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +48,7 @@ from fnlab.data.folders import (
     _visible_children,
     _warn_skipped,
 )
-from fnlab.data.imageio import ImageReadError, to_grayscale
+from fnlab.data.imageio import MAX_PIXELS, ImageReadError, to_grayscale, too_many_pixels
 from fnlab.data.imageset import ImageSet
 from fnlab.data.preprocess import SQUARE_METHODS, to_square
 
@@ -104,7 +110,127 @@ def _first(value):
         return None
 
 
-def read_dicom(path, window=None) -> np.ndarray:
+#: Pixel data elements: reading a header stops before them.
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+#: Inflated bytes a deflated file may hold beyond its pixel data (header, overlays, ...).
+_DEFLATE_SLACK = 64 << 20
+#: Most inflated header bytes read to find Rows and Columns in a deflated file.
+_DEFLATE_HEADER_MAX = 16 << 20
+
+
+def _header_int(header, keyword: str) -> int | None:
+    """An integer header value, or None when absent or malformed."""
+    try:
+        value = getattr(header, keyword, None)
+        return int(float(value)) if value not in (None, "") else None
+    except Exception:  # noqa: BLE001 - pydicom converts lazily, any error means "unknown"
+        return None
+
+
+def _image_shape(header) -> tuple[int | None, int | None, int, int]:
+    """``(rows, columns, frames, bytes per pixel)`` from a header (None when absent)."""
+    rows, cols = _header_int(header, "Rows"), _header_int(header, "Columns")
+    frames = max(_header_int(header, "NumberOfFrames") or 1, 1)
+    spp = max(_header_int(header, "SamplesPerPixel") or 1, 1)
+    bits = max(_header_int(header, "BitsAllocated") or 16, 8)
+    return rows, cols, frames, spp * ((bits + 7) // 8)
+
+
+def _check_pixel_limit(path: Path, header, max_pixels: int | None) -> None:
+    rows, cols, frames, _ = _image_shape(header)
+    if max_pixels is None or rows is None or cols is None:
+        return
+    total = rows * cols * frames
+    if total > max_pixels:
+        size = f"{cols} x {rows}" + (f" x {frames} frames" if frames > 1 else "")
+        raise ImageReadError(path, too_many_pixels(total, max_pixels, size))
+
+
+def _dataset_offset(path: Path) -> int:
+    """Byte offset of the data set after the preamble and file meta information."""
+    from pydicom import filereader
+
+    with open(path, "rb") as fh:
+        filereader.read_preamble(fh, False)
+        read_meta = getattr(filereader, "_read_file_meta_info", None)
+        if read_meta is not None:
+            read_meta(fh)
+            return fh.tell()
+    meta = filereader.read_file_meta_info(path)
+    return 132 + 12 + int(meta.FileMetaInformationGroupLength)
+
+
+def _inflate(fh, inflater, limit: int, out: bytearray | None) -> int:
+    """Inflate from ``fh`` until ``limit`` bytes came out or the stream ends; keep them
+    in ``out`` (None: only count). Returns the number of bytes inflated."""
+    n = 0
+    while n < limit and not inflater.eof:
+        chunk = inflater.unconsumed_tail or fh.read(1 << 16)
+        if not chunk:
+            break
+        piece = inflater.decompress(chunk, min(limit - n, 1 << 20))
+        n += len(piece)
+        if out is not None:
+            out += piece
+    return n
+
+
+def _deflated_header(path: Path, max_pixels: int | None) -> None:
+    """Check a deflated file's image size, and that it inflates to no more than that
+    image needs, without inflating it into memory."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+
+    start = _dataset_offset(path)
+    reached = []
+
+    def stop(tag, vr, length):
+        if int(tag) in _PIXEL_TAGS:
+            reached.append(True)
+            return True
+        return False
+
+    buf = bytearray()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    header = None
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for limit in (1 << 16, 1 << 20, _DEFLATE_HEADER_MAX):
+            _inflate(fh, inflater, limit - len(buf), buf)
+            reached.clear()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                header = read_dataset(DicomBytesIO(bytes(buf)), False, True, stop_when=stop)
+            rows, cols, _, _ = _image_shape(header)
+            if reached or inflater.eof or (rows is not None and cols is not None):
+                break
+        else:
+            raise ImageReadError(path, f"deflated DICOM header runs past "
+                                 f"{_DEFLATE_HEADER_MAX:,} bytes without an image size")
+        _check_pixel_limit(path, header, max_pixels)
+        rows, cols, frames, nbytes = _image_shape(header)
+        cap = (rows or 0) * (cols or 0) * frames * nbytes + _DEFLATE_SLACK
+        total = len(buf) + _inflate(fh, inflater, cap + 1 - len(buf), None)
+    if total > cap:
+        size = f"its {cols} x {rows} image" if rows and cols else "its header"
+        raise ImageReadError(path, f"deflated DICOM inflates to over {cap:,} bytes, far more "
+                             f"than {size} needs (possible decompression bomb)")
+
+
+def _read_dataset(pydicom, path: Path, max_pixels: int | None):
+    """The whole data set, once the header has passed the pixel limit."""
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    meta = read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID", None) == DeflatedExplicitVRLittleEndian:
+        _deflated_header(path, max_pixels)
+    else:
+        _check_pixel_limit(path, pydicom.dcmread(path, stop_before_pixels=True), max_pixels)
+    return pydicom.dcmread(path)
+
+
+def read_dicom(path, window=None, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read one DICOM file as uint8 grayscale ``H x W`` (see the module docstring).
 
     Parameters
@@ -113,9 +239,12 @@ def read_dicom(path, window=None) -> np.ndarray:
     window : ``None`` (the file's WindowCenter/WindowWidth, else min..max),
         ``"minmax"`` (ignore the file's window) or ``(center, width)`` in modality
         units (e.g. Hounsfield units for CT).
+    max_pixels : refuse images whose header gives more than this many pixels
+        (``Rows x Columns x NumberOfFrames``), before decoding; None disables the check.
 
     Raises :class:`~fnlab.data.imageio.ImageReadError` naming the file when it is
-    missing, empty, not DICOM, has no ``PixelData``, or cannot be decoded.
+    missing, empty, not DICOM, over ``max_pixels``, has no ``PixelData``, or cannot
+    be decoded.
 
     >>> try:
     ...     read_dicom("/nonexistent.dcm")
@@ -132,10 +261,13 @@ def read_dicom(path, window=None) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
-        ds = pydicom.dcmread(path)
+        ds = _read_dataset(pydicom, path, max_pixels)
+    except ImageReadError:
+        raise
     except InvalidDicomError as exc:
         raise ImageReadError(path, f"not a DICOM file ({exc})") from exc
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError,
+            zlib.error) as exc:
         raise ImageReadError(path, f"truncated or corrupt DICOM ({exc})") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         kind = getattr(ds, "Modality", None) or getattr(ds, "SOPClassUID", None)

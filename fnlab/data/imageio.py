@@ -17,7 +17,9 @@ so the conversions and the bad-input rules live in one place:
 Bad input raises :class:`ImageReadError` (a ``ValueError``) carrying ``.path`` and
 ``.reason``: missing file, zero-byte file, not an image, truncated or corrupt data,
 and images over ``max_pixels`` (a decompression bomb guard; PIL's own global limit
-is never changed).
+is never changed). Every image reader (:func:`read_image` and
+:func:`fnlab.data.dicom.read_dicom`) refuses images over :data:`MAX_PIXELS` with the
+same :func:`too_many_pixels` reason, checked from the header before any decoding.
 
 Example
 -------
@@ -45,8 +47,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Largest image (width x height) :func:`read_image` accepts by default: 10,000 x 10,000.
+#: Largest image (width x height, times frames for multi-frame DICOM) that the image
+#: readers (:func:`read_image`, :func:`fnlab.data.dicom.read_dicom`) accept by default:
+#: 10,000 x 10,000.
 MAX_PIXELS = 10_000 * 10_000
+
+#: Smallest image side (px) the models accept (:func:`fnlab.models.create` refuses
+#: smaller images); ``fnlab data check`` flags smaller images and ``fnlab train`` refuses
+#: a smaller ``--image-size``.
+MIN_IMAGE_SIDE = 8
 
 #: File name endings that the folder loaders treat as images.
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
@@ -65,6 +74,19 @@ class ImageReadError(ValueError):
 
     def __reduce__(self):  # keep picklable (thread/process pools)
         return (type(self), (self.path, self.reason))
+
+
+def too_many_pixels(pixels: int, max_pixels: int, size: str | None = None) -> str:
+    """The reason every image reader gives for an image over its pixel limit.
+
+    ``size`` describes the image (``"W x H"``, or ``"W x H x N frames"``) when known.
+
+    >>> too_many_pixels(12_000 * 12_000, MAX_PIXELS, "12000 x 12000")
+    'image of 12000 x 12000 = 144,000,000 pixels exceeds the limit of 100,000,000 pixels (possible decompression bomb); pass max_pixels=... to raise the limit'
+    """
+    what = f"{size} = {int(pixels):,}" if size else f"{int(pixels):,}"
+    return (f"image of {what} pixels exceeds the limit of {int(max_pixels):,} pixels "
+            "(possible decompression bomb); pass max_pixels=... to raise the limit")
 
 
 def is_ignored_file(path) -> bool:
@@ -140,7 +162,7 @@ def _read(path: Path, max_pixels: int | None, draft_size: int | None) -> np.ndar
         try:
             img = Image.open(path)
         except Image.DecompressionBombError as exc:
-            raise ImageReadError(path, f"image too large, possible decompression bomb ({exc})") from exc
+            raise ImageReadError(path, _pil_bomb_reason(exc, max_pixels)) from exc
         except UnidentifiedImageError as exc:
             raise ImageReadError(
                 path, f"not a recognised image file ({nbytes:,} bytes, unknown format)"
@@ -152,11 +174,7 @@ def _read(path: Path, max_pixels: int | None, draft_size: int | None) -> np.ndar
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageReadError(
-                    path,
-                    f"image of {width} x {height} = {width * height:,} pixels exceeds the "
-                    f"limit of {max_pixels:,} pixels (possible decompression bomb); "
-                    "pass max_pixels=... to raise the limit",
-                )
+                    path, too_many_pixels(width * height, max_pixels, f"{width} x {height}"))
             if draft_size and img.format == "JPEG":
                 img.draft("L", (int(draft_size), int(draft_size)))
             try:
@@ -168,6 +186,19 @@ def _read(path: Path, max_pixels: int | None, draft_size: int | None) -> np.ndar
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 msg = str(exc) or type(exc).__name__
                 raise ImageReadError(path, f"truncated or corrupt image data ({msg})") from exc
+
+
+def _pil_bomb_reason(exc: Exception, max_pixels: int | None) -> str:
+    """Reason for Pillow's own refusal (over twice ``PIL.Image.MAX_IMAGE_PIXELS``)."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(found.group(1)) if found else None
+    if pixels is not None and max_pixels is not None and pixels > max_pixels:
+        return too_many_pixels(pixels, max_pixels)
+    size = f"{pixels:,} pixels" if pixels is not None else "too many pixels"
+    return (f"image of {size} exceeds Pillow's own limit (PIL.Image.MAX_IMAGE_PIXELS; "
+            "possible decompression bomb), which fnlab leaves unchanged")
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:

@@ -1,0 +1,296 @@
+"""Every bad input to the ``fnlab`` command line gives one line on stderr, never a traceback.
+
+Usage errors (a bad flag value, flags that conflict, a device that is not here) exit 2
+and are found before any data is loaded: the ``no_data`` fixture makes loading data or
+training fail the test. Data errors (a broken file, a Run that cannot be evaluated)
+exit 1. Anything else is an internal error: one line that says so, with a hint to rerun
+with ``FNLAB_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fnlab.cli import error_line, main
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading a dataset or training fails the test: validation must come first."""
+    import fnlab.data.registry
+    import fnlab.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data were loaded (or a model trained) before validation")
+
+    monkeypatch.setattr(fnlab.data.registry, "load_dataset", refuse)
+    monkeypatch.setattr(fnlab.train, "fit", refuse)
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# (extra train arguments, text the error line must hold); every case exits 2.
+TRAIN_USAGE = [
+    (["--max-train-images", "0"], "argument --max-train-images: must be an integer >= 2"),
+    (["--width", "0"], "argument --width: must be an integer >= 1, got '0'"),
+    (["--loss", "fn_cost", "--fn-cost", "-1"], "argument --fn-cost: must be a finite number > 0"),
+    (["--loss", "fn_cost", "--fn-cost", "nan"], "--fn-cost: must be a finite number > 0, got 'nan'"),
+    (["--weight-decay", "nan"], "argument --weight-decay: must be a finite number >= 0"),
+    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got 'inf'"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    (["--batch-size", "-3"], "argument --batch-size: must be an integer >= 1"),
+    (["--patience", "0"], "argument --patience: must be an integer >= 1"),
+    (["--image-size", "-8"], "argument --image-size: must be an image side of at least 8 px"),
+    (["--image-size", "0"], "argument --image-size: must be an image side of at least 8 px"),
+    (["--resize-to", "0"], "argument --resize-to: must be an image side of at least 8 px"),
+    (["--image-size", "12"], "--image-size 12: the synthetic images are 28 to 256 px"),
+    (["--epochs", "two"], "argument --epochs: must be an integer >= 1, got 'two'"),
+    (["--data-path", "X"], "--data-path conflicts with --dataset synthetic"),
+    (["--augment", "sideways"], "unknown augment preset 'sideways'; choose one of: xray"),
+    (["--model", "resnet18", "--width", "8"], "--width goes with --model smallcnn or "
+                                              "attention_cnn, not resnet18"),
+    (["--pretrained"], "no ImageNet weights for 'smallcnn'"),
+    (["--fn-cost", "3"], "--fn-cost goes with --loss fn_cost"),
+    (["--target-recall", "nan"], "--target-recall must be in (0, 1]"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    pytest.param(["--device", "cuda"], "CUDA is not available here; use --device cpu",
+                 marks=pytest.mark.skipif("_cuda_here()", reason="CUDA is available here")),
+]
+
+
+@pytest.mark.parametrize("extra,expected", TRAIN_USAGE)
+def test_train_usage_errors_exit_2_before_loading_data(tmp_path, capsys, no_data, extra,
+                                                       expected):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "synthetic", "--quiet", *extra, "--out", str(out)])
+    line = _one_line(capsys)
+    assert code == 2, line
+    assert line.startswith("fnlab train: error: ") and expected in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--dataset", "kermany"], "--dataset kermany needs --data-path"),
+    (["train", "--dataset", "pneumoniamnist", "--data-path", "{tmp}/missing.npz"],
+     "missing.npz: no such file or folder"),
+    (["train", "--dataset", "synthetic"], "the following arguments are required: --out"),
+    (["evaluate", "{tmp}", "--cost-ratio", "inf"],
+     "argument --cost-ratio: must be a finite number > 0, got 'inf'"),
+    (["evaluate", "{tmp}", "--cost-ratio", "0"], "argument --cost-ratio: must be a finite"),
+    (["evaluate", "{tmp}", "--specificity", "nan"], "--specificity must be in (0, 1]"),
+    (["evaluate", "{tmp}", "--threshold", "nan"], "--threshold must be in [0, 1]"),
+    (["data", "preview", "synthetic", "--out", "{tmp}/g.png", "-n", "0"],
+     "argument -n/--n: must be an integer >= 1"),
+    (["data", "preview", "{tmp}", "--out", "{tmp}/g.png", "--size", "0"],
+     "argument --size: must be an image side of at least 8 px"),
+    (["data", "download", "pneumoniamnist", "--timeout", "nan"],
+     "argument --timeout: must be a finite number > 0"),
+    (["data", "check", "{tmp}/missing"], "no such file or folder"),
+    (["data", "check"], "the following arguments are required: path"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_other_usage_errors_exit_2(tmp_path, capsys, no_data, argv, expected):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] == "train":
+        argv += ["--out", str(tmp_path / "run")] if "--out" not in expected else []
+    code = main(argv)
+    line = _one_line(capsys)
+    assert code == 2, line
+    assert "error: " in line and expected in line, line
+
+
+# --------------------------------------------------------------------------- data errors
+def test_uncached_pneumoniamnist_is_one_line_before_loading(tmp_path, capsys, no_data,
+                                                            monkeypatch):
+    monkeypatch.setenv("FNLAB_DATA_DIR", str(tmp_path / "empty"))
+    code = main(["train", "--dataset", "pneumoniamnist", "--quiet", "--out",
+                 str(tmp_path / "run")])
+    line = _one_line(capsys)
+    assert code == 1 and "PneumoniaMNIST (28 px) is not cached in" in line, line
+    assert "fnlab data download pneumoniamnist --size 28" in line
+
+
+def test_npz_format_error_under_train_is_one_line(tmp_path, capsys, tiny_npz):
+    bad = tiny_npz("bad.npz", val_images=None, test_labels=None)
+    code = main(["train", "--dataset", "pneumoniamnist", "--data-path", str(bad), "--quiet",
+                 "--out", str(tmp_path / "run")])
+    line = _one_line(capsys)
+    assert code == 1
+    assert line.startswith("fnlab train: error: ") and "missing keys val_images" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_rejects_tiny_images_as_one_line(tmp_path, capsys, tiny_npz):
+    one_px = tiny_npz("px.npz", side=1)
+    code = main(["train", "--dataset", "pneumoniamnist", "--data-path", str(one_px), "--quiet",
+                 "--device", "cpu", "--out", str(tmp_path / "run")])
+    line = _one_line(capsys)
+    assert code == 1 and "image_size must be >= 8 px" in line, line
+
+
+def test_layout_errors_are_one_line(tmp_path, capsys):
+    tree = tmp_path / "chest_xray"
+    for split in ("train", "val", "test"):
+        (tree / split / "NORMAL").mkdir(parents=True)
+        (tree / split / "PNEUMONIA").mkdir(parents=True)
+        (tree / split / "EFFUSION").mkdir(parents=True)
+    code = main(["train", "--dataset", "kermany", "--data-path", str(tmp_path), "--quiet",
+                 "--device", "cpu", "--out", str(tmp_path / "run")])
+    line = _one_line(capsys)
+    assert code == 1 and "problem(s)" in line and "fnlab data check" in line, line
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A Run trained once for this module with the smallest settings (about a second)."""
+    root = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, k in (("train", 8), ("val", 6), ("test", 6)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (k, 16, 16), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.arange(k) % 2
+    np.savez(root / "data.npz", **arrays)
+    out = root / "run"
+    code = main(["train", "--dataset", "pneumoniamnist", "--data-path", str(root / "data.npz"),
+                 "--width", "4", "--epochs", "1", "--batch-size", "8", "--augment", "none",
+                 "--quiet", "--device", "cpu", "--seed", "0", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def _copy_run(trained_run, tmp_path):
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def test_evaluate_one_class_val_split_is_one_line(tmp_path, capsys, trained_run):
+    from fnlab.predictions import Predictions
+    from fnlab.runs import Run, sign_run
+
+    run_dir = _copy_run(trained_run, tmp_path)
+    capsys.readouterr()
+    val = Run.load(run_dir).val
+    keep = np.asarray(val.y_true) == 0
+    Predictions(np.asarray(val.y_true)[keep], np.asarray(val.scores)[keep],
+                np.asarray(val.ids)[keep], val.split, val.model, val.class_names).save(
+        run_dir / "val_predictions.npz")
+    sign_run(run_dir)  # a deliberate change: sign the folder again
+    code = main(["evaluate", str(run_dir), "--no-ci"])
+    line = _one_line(capsys)
+    assert code == 1
+    assert line.startswith("fnlab evaluate: error: ") and "no positive (pneumonia) case" in line
+
+
+def _pickled_checkpoint_error(tmp_path, trained_run):
+    import argparse
+
+    import torch
+
+    from fnlab.runs import RunError, load_checkpoint
+
+    run_dir = _copy_run(trained_run, tmp_path)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    ckpt["options"] = argparse.Namespace(lr=0.1)  # a pickled object, not a tensor
+    path = tmp_path / "pickled.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(RunError) as info:
+        load_checkpoint(path)
+    return path, info.value
+
+
+def test_pickle_refusal_line_is_complete_and_safe(tmp_path, trained_run):
+    path, exc = _pickled_checkpoint_error(tmp_path, trained_run)
+    line = error_line(exc)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.startswith(f"{path}: refused to load") and "argparse.Namespace" in line
+    assert line.endswith("restore the checkpoint.pt that fnlab wrote")
+    for unsafe in ("weights_only=False", "weights_only", "add_safe_globals", "safe_globals"):
+        assert unsafe not in line
+
+
+def test_evaluate_pickled_checkpoint_is_one_complete_line(tmp_path, capsys, trained_run):
+    from fnlab.runs import sign_run
+
+    path, _ = _pickled_checkpoint_error(tmp_path, trained_run)
+    run_dir = tmp_path / "run"
+    shutil.copy(path, run_dir / "checkpoint.pt")
+    try:
+        sign_run(run_dir)
+    except ValueError:  # signing checks the checkpoint too; write the manifest directly
+        from fnlab.runs import _write_manifest
+
+        _write_manifest(run_dir)
+    capsys.readouterr()
+    code = main(["evaluate", str(run_dir), "--no-ci"])
+    line = _one_line(capsys)
+    assert code == 1 and f"{run_dir / 'checkpoint.pt'}: refused to load" in line
+    assert "argparse.Namespace" in line
+    assert "weights_only" not in line and "\x1b" not in line
+
+
+# --------------------------------------------------------------------------- bugs
+def test_unexpected_exception_is_one_line_with_debug_hint(tmp_path, capsys, monkeypatch):
+    import fnlab.data.check
+
+    def broken(*args, **kwargs):
+        return {}["no such key"]
+
+    monkeypatch.setattr(fnlab.data.check, "check_path", broken, raising=True)
+    monkeypatch.delenv("FNLAB_DEBUG", raising=False)
+    code = main(["data", "check", str(tmp_path)])
+    line = _one_line(capsys)
+    assert code == 1
+    assert line.startswith("fnlab data check: internal error: KeyError: no such key")
+    assert "FNLAB_DEBUG=1" in line
+    monkeypatch.setenv("FNLAB_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["data", "check", str(tmp_path)])
+
+
+def test_deliberate_errors_are_not_called_bugs():
+    from fnlab.cli import is_expected
+    from fnlab.data.registry import resolve_dataset
+
+    with pytest.raises(ValueError) as info:
+        resolve_dataset("mnist")
+    assert is_expected(info.value)
+    with pytest.raises(ZeroDivisionError) as info:
+        _ = 1 / 0
+    assert not is_expected(info.value)
+    assert is_expected(FileNotFoundError("x"))
+
+
+# --------------------------------------------------------------------------- a real process
+def test_real_process_gives_one_line_without_traceback(tmp_path, tiny_npz):
+    """The NpzFormatError that used to end ``fnlab train`` with a traceback."""
+    bad = tiny_npz("bad.npz", val_images=None)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("FNLAB_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fnlab", "train", "--dataset", "pneumoniamnist", "--data-path",
+         str(bad), "--quiet", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("fnlab train: error: ") and "missing keys val_images" in proc.stderr
