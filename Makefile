@@ -16,6 +16,8 @@ CLAIMS    ?= yes
 
 help:
 	@echo "make course   run every notebook with papermill into runs/<stamp>/ (PROFILE=lessons|smoke|full, DATASET=auto|...)"
+	@echo "              DATASET=auto: real PneumoniaMNIST (cached, or downloaded once, ~4 MB); synthetic offline"
+	@echo "              or when the download fails (FNLAB_OFFLINE=1 make course: never download)"
 	@echo "make test     the whole test suite: unit, notebooks (nbval), real data, classroom, book, browser, lint;"
 	@echo "              then the course with --check-claims (every lesson claim must hold)"
 	@echo "make lab      open the notebooks in JupyterLab"
@@ -34,12 +36,14 @@ setup: $(STAMP)
 course: $(STAMP)
 	$(PY) -m fnlab course run --profile $(PROFILE) --dataset $(DATASET) $(NOTEBOOKS)
 
+# the tests never try the network: FNLAB_OFFLINE=1 (dataset=auto: cached official file or synthetic)
 test: $(STAMP)
 	$(PY) -m ruff check fnlab tests benchmarks tools notebooks
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=600 $(PYTEST_ARGS)
+	FNLAB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=600 $(PYTEST_ARGS)
 	@if [ "$(CLAIMS)" != "no" ]; then \
-	    $(PY) -m fnlab course run --profile $(PROFILE) --dataset $(DATASET) --check-claims \
-	        --no-progress --out runs/check-claims-$$(date +%Y%m%d-%H%M%S); fi
+	    FNLAB_OFFLINE=1 $(PY) -m fnlab course run --profile $(PROFILE) --dataset $(DATASET) \
+	        --offline --check-claims --no-progress \
+	        --out runs/check-claims-$$(date +%Y%m%d-%H%M%S); fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check fnlab tests benchmarks tools notebooks

@@ -24,6 +24,8 @@ import numpy as np
 DATA_DIR_ENV = "FNLAB_DATA_DIR"
 #: Environment variable that overrides the device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
 DEVICE_ENV = "FNLAB_DEVICE"
+#: Environment variable: ``1`` means never try the network (tests, CI, offline classrooms).
+OFFLINE_ENV = "FNLAB_OFFLINE"
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: Project root when fnlab runs from a checkout (the folder holding pyproject.toml), else None.
@@ -54,6 +56,26 @@ def data_dir(create: bool = False) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def offline_mode(offline: bool | None = None) -> bool:
+    """True when fnlab must not try the network.
+
+    An explicit ``offline`` (True/False) wins; otherwise ``$FNLAB_OFFLINE`` decides:
+    ``1``, ``true``, ``yes`` or ``on`` (any case) mean offline, anything else (or unset)
+    means online.
+
+    >>> import os
+    >>> os.environ["FNLAB_OFFLINE"] = "1"
+    >>> offline_mode(), offline_mode(False)
+    (True, False)
+    >>> del os.environ["FNLAB_OFFLINE"]
+    >>> offline_mode(), offline_mode(True)
+    (False, True)
+    """
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def runs_dir(create: bool = False) -> Path:

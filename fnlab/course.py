@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnlab import __version__
-from fnlab.config import PROJECT_ROOT
+from fnlab.config import OFFLINE_ENV, PROJECT_ROOT, offline_mode
 from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 from fnlab.recording import RECORD_ENV, claim_problems, format_claim, read_claims, read_record
 
@@ -115,6 +115,8 @@ class CourseResult:
     notebooks: list[NotebookResult]
     started: str
     total_seconds: float = 0.0
+    #: what ``dataset="auto"`` became, and why ("" for a named dataset)
+    dataset_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -127,6 +129,7 @@ class CourseResult:
             "started": self.started,
             "profile": self.profile,
             "dataset": self.dataset,
+            "dataset_note": self.dataset_note,
             "parameters": self.parameters,
             "ok": self.ok,
             "total_seconds": round(self.total_seconds, 2),
@@ -191,6 +194,7 @@ def format_summary_md(result: CourseResult) -> str:
         f"# Course run {result.out_dir.name}",
         "",
         f"- profile: `{result.profile}`, dataset: `{result.dataset}`, fnlab {__version__}",
+        *([f"- dataset used: {result.dataset_note}"] if result.dataset_note else []),
         f"- status: {'all notebooks ran' if result.ok else 'SOME NOTEBOOKS FAILED'}; "
         f"total {result.total_seconds:.1f} s",
         "",
@@ -247,12 +251,20 @@ def run_course(
     progress: bool = True,
     kernel_name: str | None = None,
     cell_timeout: int | None = 1800,
+    offline: bool | None = None,
 ) -> CourseResult:
     """Execute the course notebooks in order and write the run report.
 
     Every choice is validated before anything is written (ValueError listing
     the valid choices). ``parameters`` are passed to every notebook on top of
     ``profile``, ``dataset`` and ``device``.
+
+    ``dataset="auto"`` is resolved once, here, before the first notebook: the real
+    PneumoniaMNIST file is downloaded then when it is not cached (unless ``offline``,
+    default ``$FNLAB_OFFLINE``). When there is nothing to download from, the notebooks
+    run in offline mode (``FNLAB_OFFLINE=1`` in their kernels' environment) so that no
+    kernel waits for the network again; the report's ``dataset_note`` says what was
+    used and why.
     """
     validate_choices(profile, dataset)
     paths = select_notebooks(notebooks)
@@ -277,6 +289,36 @@ def run_course(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = CourseResult(out_dir, profile, dataset, params, [],
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    old_offline = os.environ.get(OFFLINE_ENV)
+    try:
+        result.dataset_note = _prepare_dataset(dataset, offline)
+        return _run_notebooks(result, paths, params, pm, tqdm, progress, kernel_name,
+                              cell_timeout)
+    finally:  # the kernels' offline mode ends with the run
+        if old_offline is None:
+            os.environ.pop(OFFLINE_ENV, None)
+        else:
+            os.environ[OFFLINE_ENV] = old_offline
+
+
+def _prepare_dataset(dataset: str, offline: bool | None) -> str:
+    """Resolve ``"auto"`` once for the whole run (see :func:`run_course`); set
+    ``$FNLAB_OFFLINE`` for the kernels when they must not try the network."""
+    if offline:
+        os.environ[OFFLINE_ENV] = "1"
+    if dataset != "auto":
+        return ""
+    from fnlab.data import medmnist
+    from fnlab.data.registry import resolve_dataset
+
+    name, reason = resolve_dataset("auto", offline=offline)
+    if name != "pneumoniamnist" and medmnist.cached_path(28) is None and not offline_mode():
+        os.environ[OFFLINE_ENV] = "1"  # the download failed: no kernel retries it
+    return f"{name} ({reason})"
+
+
+def _run_notebooks(result, paths, params, pm, tqdm, progress, kernel_name, cell_timeout):
+    out_dir = result.out_dir
     t_all = time.perf_counter()
     bar = tqdm(paths, desc="course", unit="notebook", disable=not progress, file=sys.stdout)
     for path in bar:

@@ -46,8 +46,9 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
                   data_path: str | None = None, **overrides) -> TrainConfig:
     """A :class:`~fnlab.train.TrainConfig` with the profile's budget.
 
-    ``dataset="auto"`` is resolved here (real PneumoniaMNIST when cached, else
-    synthetic), so the config names the data it really uses. ``epochs=None`` takes the
+    ``dataset="auto"`` is resolved here (real PneumoniaMNIST when cached or
+    downloadable, else synthetic: see :func:`fnlab.data.registry.resolve_dataset`), so
+    the config names the data it really uses. ``epochs=None`` takes the
     profile's epochs; ``overrides`` set any other TrainConfig field (``loss``,
     ``augment``, ``lr``, ...) on top of :data:`ARCHITECTURE_RECIPES`. The profile's
     builder options for ``model`` (the laptop profiles' ImageNet stem for the torchvision
@@ -59,7 +60,7 @@ def lesson_config(model: str = "smallcnn", *, dataset: str = "auto", profile: st
     >>> lesson_config("resnet18", dataset="synthetic", profile="full").model_kwargs
     {}
     """
-    name, _ = resolve_dataset(dataset)
+    name, _ = resolve_dataset(dataset, download=data_path is None)
     settings = get_profile(profile)
     fields = dict(dataset=name, data_path=data_path, profile=profile, model=model,
                   epochs=int(epochs) if epochs else settings.epochs,

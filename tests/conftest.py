@@ -6,6 +6,7 @@ test reads anything outside its temporary folder (except the optional shared dat
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -15,6 +16,24 @@ import pytest
 from PIL import Image
 
 from fnlab.config import shared_data_dir
+
+
+# --------------------------------------------------------------------------- offline
+@pytest.fixture(autouse=True, scope="session")
+def offline_session():
+    """The suite never tries the network: ``FNLAB_OFFLINE=1`` for the whole session (so
+    ``dataset="auto"`` never downloads, here and in the kernels and subprocesses tests
+    start). Tests of the download path unset it with monkeypatch and point
+    ``FNLAB_MEDMNIST_URL`` at a local HTTP server."""
+    old = {k: os.environ.get(k) for k in ("FNLAB_OFFLINE", "FNLAB_MEDMNIST_URL")}
+    os.environ["FNLAB_OFFLINE"] = "1"
+    os.environ.pop("FNLAB_MEDMNIST_URL", None)
+    yield
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 # --------------------------------------------------------------------------- data files

@@ -33,13 +33,24 @@ def test_registry_entries_are_complete():
     assert set(cached_status()) == set(DATASETS)
 
 
+def _make_official(monkeypatch, path):
+    """The file at ``path`` counts as the official 28 px file for this test."""
+    import dataclasses
+
+    from fnlab.data import medmnist
+
+    info = dataclasses.replace(medmnist.PNEUMONIAMNIST[28], md5=medmnist.md5sum(path))
+    monkeypatch.setitem(medmnist.PNEUMONIAMNIST, 28, info)
+
+
 def test_resolve_auto_prefers_cached_pneumoniamnist(tmp_path, monkeypatch):
     monkeypatch.setenv("FNLAB_DATA_DIR", str(tmp_path))
-    name, reason = resolve_dataset("auto")
+    name, reason = resolve_dataset("auto")  # the test session is offline
     assert name == "synthetic" and "fnlab data download" in reason
     (tmp_path / "pneumoniamnist.npz").write_bytes(b"x")
+    _make_official(monkeypatch, tmp_path / "pneumoniamnist.npz")
     name, reason = resolve_dataset()
-    assert name == "pneumoniamnist" and str(tmp_path) in reason
+    assert name == "pneumoniamnist" and str(tmp_path) in reason and "md5 verified" in reason
     assert "cached" in cached_status()["pneumoniamnist"]
 
 
@@ -85,6 +96,7 @@ def test_load_pneumoniamnist_from_cache_or_clear_error(tmp_path, monkeypatch, ti
         load_dataset("pneumoniamnist", image_size=64)
     (tmp_path / "cache").mkdir()
     shutil.copy(tiny_npz(), tmp_path / "cache" / "pneumoniamnist.npz")
+    _make_official(monkeypatch, tmp_path / "cache" / "pneumoniamnist.npz")
     sets = load_dataset("auto", verify="off")
     assert sets["train"].meta["dataset"] == "pneumoniamnist"
     assert "cached" in sets["train"].meta["dataset_reason"]

@@ -32,7 +32,11 @@ def register(subparsers) -> None:
                      help=f"one of: {', '.join(PROFILES)} (default: {DEFAULT_PROFILE}, sized so "
                      "that every lesson holds on a laptop CPU)")
     run.add_argument("--dataset", default="auto",
-                     help="auto (real PneumoniaMNIST when cached, else synthetic) or a dataset name")
+                     help="auto (real PneumoniaMNIST: cached, or downloaded once; synthetic when "
+                     "offline or the download fails) or a dataset name")
+    run.add_argument("--offline", action="store_true",
+                     help="never download: auto uses the cached official PneumoniaMNIST or the "
+                     "synthetic X-rays; the notebooks get FNLAB_OFFLINE=1")
     run.add_argument("--device", default=None, help="auto, cpu, cuda, mps (default: the notebook's)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                      metavar=("KEY", "VALUE"), help="extra parameter for every notebook")
@@ -58,11 +62,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = run_course(args.notebooks, profile=args.profile, dataset=args.dataset,
                             device=args.device, parameters=params, out=args.out,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, offline=args.offline or None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     failed = [nb.name for nb in result.notebooks if nb.status != "ok"]
     print(f"report: {result.out_dir / 'summary.md'}")
+    if result.dataset_note:
+        print(f"dataset used: {result.dataset_note}")
     print(f"{len(result.notebooks) - len(failed)} notebooks ok, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else "")
           + f" ({result.total_seconds:.1f} s)")

@@ -5,14 +5,23 @@ The official files live in Zenodo record 10519652 (MedMNIST+ added the 64, 128 a
 (Kermany et al., 2018) are split 4,708 / 524 / 624 (train / val / test); the test set
 is the 624-image set on which published results are reported.
 
-- :func:`download` fetches one file with a progress bar, verifies its md5 (a bad
-  download is deleted and reported) and, when the network fails, raises
-  :class:`DownloadError` whose message lists the manual steps.
+- :func:`download` fetches one file with a progress bar into a temporary file of its
+  own, verifies its md5 and only then renames it into place, so that two processes
+  downloading at once leave one verified file; a truncated or corrupt download is
+  deleted and reported, and a network failure raises :class:`DownloadError` whose
+  message lists the manual steps. Connecting (and waiting for the server's first
+  answer) has a short timeout of its own, so an offline machine loses seconds.
+- :func:`check_cached` says whether the cached file is the official one; only then
+  does ``dataset="auto"`` use it (see :func:`fnlab.data.registry.resolve_dataset`).
 - :func:`load_npz` loads *any* ``.npz`` of the MedMNIST layout (``train_images``,
   ``train_labels``, ``val_images``, ... ) from an explicit path, validating keys,
   lengths, label range and dtype. A file whose md5 differs from the official one
   (a variant, a subset, a re-export) is **loaded with a warning naming both
   checksums** - never treated as a corrupt download.
+
+``$FNLAB_MEDMNIST_URL`` replaces the Zenodo folder with another one (a mirror, a
+classroom server, the tests' local server): files are fetched from
+``$FNLAB_MEDMNIST_URL/<file name>``, and verified against the same official md5.
 
 MedMNIST has no patient identifiers, so ``patient_ids`` is None.
 
@@ -29,7 +38,12 @@ Example
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import secrets
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -56,6 +70,14 @@ CITATION = (
 )
 #: Official split sizes (identical for every image size).
 N_SAMPLES = {"train": 4708, "val": 524, "test": 624}
+#: Environment variable: a base URL to fetch the files from instead of Zenodo.
+URL_ENV = "FNLAB_MEDMNIST_URL"
+#: Seconds :func:`download` waits, by default, to connect and get the server's first answer.
+CONNECT_TIMEOUT = 10.0
+#: The same for ``dataset="auto"``: short, so that an offline machine loses only seconds.
+AUTO_CONNECT_TIMEOUT = 3.0
+#: Temporary files of downloads older than this (seconds) are from dead processes: removed.
+STALE_PART_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -66,24 +88,38 @@ class MedMNISTFile:
     filename: str
     md5: str
     n_samples: dict = field(default_factory=lambda: dict(N_SAMPLES))
+    #: approximate download size, for messages ("about 4 MB")
+    approx_size: str = ""
 
     @property
     def url(self) -> str:
         return f"https://zenodo.org/records/{ZENODO_RECORD}/files/{self.filename}?download=1"
 
 
-#: size -> official file (names and md5 from the medmnist package's INFO dict).
+#: size -> official file (names and md5 from the medmnist package's INFO dict; sizes
+#: rounded from the Zenodo record).
 PNEUMONIAMNIST: dict[int, MedMNISTFile] = {
-    28: MedMNISTFile(28, "pneumoniamnist.npz", "28209eda62fecd6e6a2d98b1501bb15f"),
-    64: MedMNISTFile(64, "pneumoniamnist_64.npz", "8f4eceb4ccffa70c672198ea285246c6"),
-    128: MedMNISTFile(128, "pneumoniamnist_128.npz", "05b46931834c231683c68f40c47b2971"),
-    224: MedMNISTFile(224, "pneumoniamnist_224.npz", "d6a3c71de1b945ea11211b03746c1fe1"),
+    28: MedMNISTFile(28, "pneumoniamnist.npz", "28209eda62fecd6e6a2d98b1501bb15f",
+                     approx_size="4 MB"),
+    64: MedMNISTFile(64, "pneumoniamnist_64.npz", "8f4eceb4ccffa70c672198ea285246c6",
+                     approx_size="21 MB"),
+    128: MedMNISTFile(128, "pneumoniamnist_128.npz", "05b46931834c231683c68f40c47b2971",
+                      approx_size="76 MB"),
+    224: MedMNISTFile(224, "pneumoniamnist_224.npz", "d6a3c71de1b945ea11211b03746c1fe1",
+                      approx_size="214 MB"),
 }
 SIZES = tuple(PNEUMONIAMNIST)
 
 
 class DownloadError(RuntimeError):
-    """A download failed; the message says why and lists the manual steps."""
+    """A download failed; the message says why and lists the manual steps.
+
+    ``reason`` holds the short why (one line, no manual steps) when fnlab raised it.
+    """
+
+    def __init__(self, message: str = "", reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ChecksumError(DownloadError):
@@ -120,6 +156,25 @@ def file_info(size: int = 28) -> MedMNISTFile:
         ) from None
 
 
+def download_url(size: int = 28) -> str:
+    """Where :func:`download` fetches the file of side ``size`` from.
+
+    The official Zenodo URL, or ``$FNLAB_MEDMNIST_URL/<file name>`` when that
+    variable is set (a mirror, a classroom server, a test server).
+
+    >>> import os
+    >>> os.environ["FNLAB_MEDMNIST_URL"] = "http://127.0.0.1:8000/medmnist/"
+    >>> download_url(64)
+    'http://127.0.0.1:8000/medmnist/pneumoniamnist_64.npz'
+    >>> del os.environ["FNLAB_MEDMNIST_URL"]
+    >>> download_url(28) == file_info(28).url
+    True
+    """
+    info = file_info(size)
+    base = os.environ.get(URL_ENV, "").strip()
+    return f"{base.rstrip('/')}/{info.filename}" if base else info.url
+
+
 def md5sum(path, chunk_size: int = 1 << 20) -> str:
     """md5 hex digest of a file, read in chunks.
 
@@ -135,14 +190,65 @@ def md5sum(path, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_MD5_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _md5_memo(path: Path) -> str:
+    """md5sum, remembered per (path, size, mtime) so repeated checks cost one read."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _MD5_MEMO:
+        _MD5_MEMO[key] = md5sum(path)
+    return _MD5_MEMO[key]
+
+
 def cached_path(size: int = 28) -> Path | None:
-    """``data_dir()/<official name>`` when that file exists, else None.
+    """``data_dir()/<official name>`` when that file exists, else None (see
+    :func:`check_cached` for whether it is the official file).
 
     >>> cached_path(28) is None or cached_path(28).name == "pneumoniamnist.npz"
     True
     """
     path = data_dir() / file_info(size).filename
     return path if path.is_file() else None
+
+
+def check_cached(size: int = 28) -> tuple[Path | None, str | None]:
+    """Is the official file of side ``size`` in :func:`~fnlab.config.data_dir`?
+
+    Returns ``(path, None)`` when the cached file has the official md5; ``(None, None)``
+    when nothing is cached; ``(None, problem)`` when a file is there but is not the
+    official one: the problem says whether it is a valid MedMNIST ``.npz`` (a variant,
+    used only when named explicitly with ``data_path``) or a corrupt copy (to delete).
+    The md5 is remembered per file size and modification time.
+
+    >>> import os, tempfile
+    >>> os.environ["FNLAB_DATA_DIR"] = tempfile.mkdtemp()
+    >>> check_cached(28)
+    (None, None)
+    >>> _ = open(os.path.join(os.environ["FNLAB_DATA_DIR"], "pneumoniamnist.npz"), "wb").write(b"x")
+    >>> path, problem = check_cached(28)
+    >>> path is None and "a corrupt or truncated copy" in problem
+    True
+    >>> del os.environ["FNLAB_DATA_DIR"]
+    """
+    info = file_info(size)
+    path = cached_path(size)
+    if path is None:
+        return None, None
+    found = _md5_memo(path)
+    if found == info.md5:
+        return path, None
+    _sets, problems, _notes = inspect_npz(path)
+    if problems:
+        return None, (
+            f"{path} is not the official {info.filename} (md5 {found}, official {info.md5}) nor "
+            f"a valid MedMNIST .npz ({problems[0]}), a corrupt or truncated copy: delete it and "
+            f"run fnlab data download pneumoniamnist --size {size}")
+    return None, (
+        f"{path} is a valid MedMNIST .npz but not the official {info.filename} (md5 {found}, "
+        f"official {info.md5}): a variant or a modified copy, used only when named explicitly "
+        f"(data_path=... / --data-path {path})")
 
 
 def manual_steps(size: int = 28, target=None, url: str | None = None,
@@ -181,8 +287,120 @@ def _target_path(size: int, dest) -> Path:
     return dest / info.filename
 
 
+# --------------------------------------------------------------------------- network
+class _ReadTimeout:
+    """An HTTP(S) connection whose socket timeout changes once the headers arrived:
+    the short connect timeout covers connecting and the server's first answer, the
+    longer read timeout every read of the body."""
+
+    read_timeout: float | None = None
+
+    def getresponse(self):
+        sock = self.sock  # getresponse() hands the socket to the response (self.sock = None)
+        response = super().getresponse()
+        if sock is not None and self.read_timeout is not None:
+            sock.settimeout(self.read_timeout)
+        return response
+
+
+class _HTTPConnection(_ReadTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ReadTimeout, http.client.HTTPSConnection):
+    pass
+
+
+def _factory(cls, read_timeout):
+    def connect(host, **kwargs):
+        conn = cls(host, **kwargs)
+        conn.read_timeout = read_timeout
+        return conn
+
+    return connect
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, read_timeout):
+        super().__init__()
+        self.read_timeout = read_timeout
+
+    def http_open(self, req):
+        return self.do_open(_factory(_HTTPConnection, self.read_timeout), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, read_timeout):
+        super().__init__()
+        self.read_timeout = read_timeout
+
+    def https_open(self, req):
+        return self.do_open(_factory(_HTTPSConnection, self.read_timeout), req,
+                            context=self._context)
+
+
+def _open(url: str, connect_timeout: float, read_timeout: float):
+    """Open ``url``: connecting, the name lookup and the first answer must all happen
+    within about ``connect_timeout`` seconds (a hard limit of twice that, which also
+    bounds a slow DNS lookup), reads of the body then wait ``read_timeout`` each."""
+    opener = urllib.request.build_opener(_HTTPHandler(read_timeout), _HTTPSHandler(read_timeout))
+    request = urllib.request.Request(url, headers={"User-Agent": "fnlab (course kit)"})
+    box: dict = {}
+    lock = threading.Lock()
+
+    def work():
+        try:
+            response = opener.open(request, timeout=connect_timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            with lock:
+                box["error"] = exc
+            return
+        with lock:
+            if box.get("abandoned"):
+                response.close()
+            else:
+                box["response"] = response
+
+    worker = threading.Thread(target=work, name="fnlab-download-connect", daemon=True)
+    worker.start()
+    worker.join(2 * connect_timeout)
+    with lock:
+        if "response" in box:
+            return box["response"]
+        if "error" in box:
+            raise box["error"]
+        box["abandoned"] = True
+    raise TimeoutError(f"no answer within {2 * connect_timeout:g} s")
+
+
+def _why(exc: BaseException, connect_timeout: float) -> str:
+    """A short reason for a network failure."""
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        text = str(reason)
+        return text if text.startswith("no answer") else f"no answer within {connect_timeout:g} s"
+    return str(reason) or type(reason).__name__
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete temporary files of downloads that died long ago (never a live one)."""
+    now = time.time()
+    for part in target.parent.glob(f"{target.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:
+            pass
+
+
+class _WriteError(Exception):
+    def __init__(self, exc: OSError):
+        self.exc = exc
+
+
 def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float = 60.0,
-             force: bool = False, url: str | None = None, md5: str | None = None) -> Path:
+             force: bool = False, url: str | None = None, md5: str | None = None,
+             connect_timeout: float | None = None) -> Path:
     """Download the official PneumoniaMNIST file of side ``size``; return its path.
 
     Parameters
@@ -190,14 +408,21 @@ def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float
     size : 28, 64, 128 or 224.
     dest : a folder, or a ``.npz`` file path; default ``data_dir()``.
     progress : show a tqdm progress bar.
-    timeout : seconds to wait for the server before giving up.
+    timeout : seconds to wait for each read of the body before giving up.
     force : download again even when a file is already there.
-    url, md5 : override the registry (mirrors, tests).
+    url, md5 : override the registry (mirrors, tests); the default URL is
+        :func:`download_url` (``$FNLAB_MEDMNIST_URL`` when set).
+    connect_timeout : seconds to connect and get the server's first answer
+        (default ``min(timeout, CONNECT_TIMEOUT)``); a name lookup or a server that
+        never answers is abandoned after twice that.
 
-    A file already present with the right md5 is kept (no network). The download
-    goes to ``<name>.part`` and is renamed only after the md5 matched; a mismatch
-    deletes it and raises :class:`ChecksumError`; a network failure raises
-    :class:`DownloadError` with the manual steps.
+    A file already present with the right md5 is kept (no network). The download goes
+    to a temporary ``<name>.<pid>.<token>.part`` file of this process in the target's
+    folder and is renamed into place only after its length and md5 matched, so that
+    concurrent downloads of one file leave one verified file. A truncated body or an
+    md5 mismatch deletes the temporary file and raises :class:`DownloadError` /
+    :class:`ChecksumError`; a network failure raises :class:`DownloadError`; every
+    message lists the manual steps.
 
     >>> import tempfile, os
     >>> folder = tempfile.mkdtemp()  # a file already in place is verified, not fetched
@@ -206,65 +431,103 @@ def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float
     'pneumoniamnist.npz'
     """
     info = file_info(size)
-    url = url or info.url
+    url = url or download_url(size)
     expected = (md5 or info.md5).lower()
     target = _target_path(size, dest)
     steps = manual_steps(size, target, url, expected)
+    if connect_timeout is None:
+        connect_timeout = min(float(timeout), CONNECT_TIMEOUT)
 
     if target.exists() and not force:
-        found = md5sum(target)
+        found = _md5_memo(target)
         if found == expected:
             return target
         raise DownloadError(
             f"{target} already exists but its md5 is {found}, not the official {expected} "
             "(a variant or a modified copy?). Load it directly with load_npz(path), or pass "
-            "force=True (CLI: --force) to replace it with the official file."
-        )
+            "force=True (CLI: --force) to replace it with the official file.",
+            reason=f"{target} exists but is not the official file (md5 {found})")
 
-    part = target.with_name(target.name + ".part")
+    _remove_stale_parts(target)
+    part = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:  # O_EXCL: this process's own file; mode 0o666 & ~umask like any new file
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as exc:
+        raise DownloadError(f"cannot write into {target.parent}: {exc}\n{steps}",
+                            reason=f"cannot write into {target.parent}: {exc}") from exc
     digest = hashlib.md5()
+    received, total, answered = 0, None, False
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "fnlab (course kit)"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            from tqdm.auto import tqdm
+        with os.fdopen(fd, "wb") as out:
+            with _open(url, connect_timeout, timeout) as response:
+                answered = True
+                total = int(response.headers.get("Content-Length") or 0) or None
+                from tqdm.auto import tqdm
 
-            with open(part, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=info.filename, disable=not progress, leave=False,
-            ) as bar:
-                while True:
-                    block = response.read(1 << 16)
-                    if not block:
-                        break
-                    out.write(block)
-                    digest.update(block)
-                    bar.update(len(block))
+                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                          desc=info.filename, disable=not progress, leave=False,
+                          file=sys.stderr) as bar:
+                    while True:
+                        block = response.read(1 << 16)
+                        if not block:
+                            break
+                        try:
+                            out.write(block)
+                        except OSError as exc:
+                            raise _WriteError(exc) from exc
+                        digest.update(block)
+                        received += len(block)
+                        bar.update(len(block))
     except urllib.error.HTTPError as exc:
         part.unlink(missing_ok=True)
+        why = f"HTTP {exc.code} {exc.reason}"
         raise DownloadError(
-            f"could not download {info.filename} from {url}: HTTP {exc.code} {exc.reason}\n{steps}"
+            f"could not download {info.filename} from {url}: {why}\n{steps}", reason=why
         ) from exc
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+    except _WriteError as err:
         part.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
+        why = f"cannot write {part}: {err.exc} (disk full?)"
+        raise DownloadError(f"{why}\n{steps}", reason=why) from err.exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        if answered and isinstance(exc, TimeoutError):
+            why = f"the server stopped sending for {timeout:g} s"
+        else:
+            why = _why(exc, connect_timeout)
+        got = f" after {received:,} of {total:,} bytes" if total else ""
         raise DownloadError(
-            f"could not download {info.filename} from {url}: {reason} "
-            f"(offline, behind a proxy, or the server is down?)\n{steps}"
+            f"could not download {info.filename} from {url}{got}: {why} "
+            f"(offline, behind a proxy, or the server is down?)\n{steps}", reason=why
         ) from exc
     except BaseException:
         part.unlink(missing_ok=True)
         raise
 
+    if total is not None and received != total:
+        part.unlink(missing_ok=True)
+        why = (f"the connection closed after {received:,} of {total:,} bytes (a truncated "
+               "download); the partial file was deleted")
+        raise DownloadError(f"could not download {info.filename} from {url}: {why}. "
+                            f"Try again, or:\n{steps}", reason=why)
     found = digest.hexdigest()
     if found != expected:
-        nbytes = part.stat().st_size
         part.unlink(missing_ok=True)
+        why = (f"downloaded {received:,} bytes whose md5 is {found}, not the expected "
+               f"{expected}; the bad file was deleted")
         raise ChecksumError(
-            f"downloaded {info.filename} from {url} ({nbytes:,} bytes) but its md5 is {found}, "
-            f"not the expected {expected}; the bad file was deleted. Try again, or:\n{steps}"
-        )
-    os.replace(part, target)
+            f"downloaded {info.filename} from {url} ({received:,} bytes) but its md5 is {found}, "
+            f"not the expected {expected}; the bad file was deleted. Try again, or:\n{steps}",
+            reason=why)
+    try:
+        os.replace(part, target)  # atomic: readers see no file or the whole verified one
+    except OSError:
+        part.unlink(missing_ok=True)
+        # another process put the same verified file there meanwhile (Windows refuses to
+        # replace a file that is open): use it
+        if target.is_file() and md5sum(target) == expected:
+            return target
+        raise
     return target
 
 

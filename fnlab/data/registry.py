@@ -12,8 +12,10 @@ covid_radiography  folder     COVID-19 Radiography Database (4 classes)
 
 :func:`load_dataset` returns ``dict[str, ImageSet]`` (``"train"``, ``"val"``,
 ``"test"``) for every name; :func:`resolve_dataset` turns ``"auto"`` into a name
-(real PneumoniaMNIST when cached, else synthetic) with the reason, so a notebook can
-print why it uses what it uses.
+with the reason, so a notebook can print why it uses what it uses: real PneumoniaMNIST
+when the official file is cached, or once it has been downloaded (a few MB, checksum
+verified); the synthetic X-rays when offline (``FNLAB_OFFLINE=1``) or when the download
+fails, with one line that says why and how to get the real file.
 
 Example
 -------
@@ -27,12 +29,14 @@ Example
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fnlab.config import OFFLINE_ENV, offline_mode
 from fnlab.data import medmnist
 from fnlab.data.imageset import BINARY_CLASSES, FOUR_CLASSES, ImageSet
 from fnlab.profiles import Profile, get_profile
@@ -93,7 +97,9 @@ def _pneumoniamnist_path(data_path, image_size) -> tuple[Path, int | None]:
         return path, image_size
     size = int(image_size or 28)
     base = size if size in medmnist.PNEUMONIAMNIST else 28  # other sides: resize the 28 px
-    cached = medmnist.cached_path(base)
+    cached, problem = medmnist.check_cached(base)
+    if problem is not None:  # the default place holds only the official file
+        raise DatasetNotAvailable(problem)
     if cached is None:
         info = medmnist.file_info(base)
         raise DatasetNotAvailable(
@@ -190,9 +196,13 @@ def dataset_status(name: str) -> str:
     if info.kind == "embedded":
         return "embedded (always available)"
     if info.kind == "download":
-        cached = [s for s in medmnist.SIZES if medmnist.cached_path(s) is not None]
+        cached = []
+        for s in medmnist.SIZES:
+            if medmnist.cached_path(s) is not None:
+                official = medmnist.check_cached(s)[0] is not None
+                cached.append(f"{s} px" + ("" if official else " (not the official file)"))
         if cached:
-            return "cached: " + ", ".join(f"{s} px" for s in cached) + f" in {medmnist.data_dir()}"
+            return "cached: " + ", ".join(cached) + f" in {medmnist.data_dir()}"
         return f"not cached (fnlab data download {name} --size 28)"
     return "folder: pass data_path=... to load_dataset"
 
@@ -220,26 +230,91 @@ def cached_status() -> dict[str, str]:
     return {name: dataset_status(name) for name in DATASETS}
 
 
-def resolve_dataset(name: str = "auto") -> tuple[str, str]:
+#: ``(target file, url) -> fallback line`` of this process's failed auto downloads: a
+#: second ``resolve_dataset("auto")`` does not wait for the network again.
+_AUTO_FAILURES: dict[tuple[str, str], str] = {}
+_SAID: set[str] = set()
+_GET_REAL = "fnlab data download pneumoniamnist --size 28"
+_SYNTHETIC = "using the embedded synthetic X-rays"
+
+
+def _say(line: str) -> None:
+    """Print ``line`` on stderr, once per process."""
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
+def _short_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    text = " ".join(str(exc).split("Manual steps:", 1)[0].split())
+    return text or type(exc).__name__
+
+
+def _resolve_auto(offline: bool | None, download: bool, progress: bool) -> tuple[str, str]:
+    folder = medmnist.data_dir()
+    path, problem = medmnist.check_cached(28)
+    if path is not None:
+        return "pneumoniamnist", (
+            f"real PneumoniaMNIST is cached at {path} (official file, md5 verified)")
+    if problem is not None:  # a variant or a corrupt file: never used silently, never replaced
+        reason = f"{problem}; {_SYNTHETIC}"
+        _say(f"fnlab: {reason}")
+        return "synthetic", reason
+    if offline_mode(offline):
+        return "synthetic", (
+            f"offline mode ({OFFLINE_ENV}=1): real PneumoniaMNIST is not cached in {folder} and "
+            f"was not downloaded; {_SYNTHETIC} ({_GET_REAL} fetches it)")
+    if not download:
+        return "synthetic", (
+            f"no real dataset cached in {folder} ({_GET_REAL} fetches one); {_SYNTHETIC}")
+    info = medmnist.file_info(28)
+    url = medmnist.download_url(28)
+    key = (str(folder / info.filename), url)
+    if key in _AUTO_FAILURES:
+        return "synthetic", _AUTO_FAILURES[key]
+    _say(f"fnlab: real PneumoniaMNIST is not cached: downloading the official 28 px file "
+         f"(about {info.approx_size}) once into {folder} from {url} ({OFFLINE_ENV}=1 skips this)")
+    try:
+        path = medmnist.download(28, progress=progress,
+                                 connect_timeout=medmnist.AUTO_CONNECT_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - the network must never stop a lesson
+        reason = (f"could not download PneumoniaMNIST ({_short_reason(exc)}); {_SYNTHETIC}. "
+                  f"For the real X-rays: {_GET_REAL} (it prints the manual steps)")
+        _AUTO_FAILURES[key] = reason
+        _say(f"fnlab: {reason}")
+        return "synthetic", reason
+    return "pneumoniamnist", (
+        f"real PneumoniaMNIST was downloaded to {path} (official file, md5 verified)")
+
+
+def resolve_dataset(name: str = "auto", *, offline: bool | None = None, download: bool = True,
+                    progress: bool = True) -> tuple[str, str]:
     """Turn ``name`` into a registry name and say why.
 
-    ``"auto"`` gives ``"pneumoniamnist"`` when its 28 px file is cached in
-    :func:`fnlab.config.data_dir`, else ``"synthetic"``.
+    ``"auto"`` gives ``"pneumoniamnist"`` when the official 28 px file (md5 verified) is
+    cached in :func:`fnlab.config.data_dir`. When nothing is cached it downloads that
+    file once (about 4 MB, progress bar, md5 verified; a connect timeout of
+    :data:`~fnlab.data.medmnist.AUTO_CONNECT_TIMEOUT` s) unless ``offline`` (default:
+    ``$FNLAB_OFFLINE``) or ``download=False``. Otherwise, and whenever the download
+    fails, it gives ``"synthetic"`` and never raises: the reason says why and names
+    the command that fetches the real file; a failure is printed once on stderr and
+    not retried in this process. A cached file that is not the official one (a
+    variant, a corrupt copy) is not used (nor replaced): load it with ``data_path``.
 
     >>> resolve_dataset("kermany")
     ('kermany', 'requested explicitly')
+    >>> resolve_dataset("auto", offline=True)[0] in ("synthetic", "pneumoniamnist")
+    True
     >>> resolve_dataset("mnist")
     Traceback (most recent call last):
     ...
     ValueError: unknown dataset 'mnist'; choose one of: auto, synthetic, synthetic4, pneumoniamnist, kermany, covid_radiography
     """
     if name in (None, "", "auto"):
-        cached = medmnist.cached_path(28)
-        if cached is not None:
-            return "pneumoniamnist", f"real PneumoniaMNIST is cached at {cached}"
-        return "synthetic", (
-            f"no real dataset cached in {medmnist.data_dir()} (fnlab data download "
-            "pneumoniamnist --size 28 fetches one); using the embedded synthetic X-rays")
+        return _resolve_auto(offline, download, progress)
     if name not in DATASETS:
         raise _unknown(name)
     return name, "requested explicitly"
@@ -274,7 +349,7 @@ def cap_train(sets: dict[str, ImageSet], max_images: int | None, seed: int = 0) 
 
 def load_dataset(name: str = "auto", *, data_path=None, image_size: int | None = None,
                  profile="smoke", seed: int = 0, max_train_images="profile",
-                 **kw) -> dict[str, ImageSet]:
+                 offline: bool | None = None, **kw) -> dict[str, ImageSet]:
     """Load a registry dataset as ``{"train": ImageSet, "val": ..., "test": ...}``.
 
     Parameters
@@ -289,6 +364,7 @@ def load_dataset(name: str = "auto", *, data_path=None, image_size: int | None =
         training images).
     seed : seed of generation, re-splitting and subsampling.
     max_train_images : ``"profile"`` (the profile's cap, real data only), an int, or None.
+    offline : for ``"auto"``: never download (default: ``$FNLAB_OFFLINE``).
     **kw : passed to the loader (e.g. ``prevalence=0.1`` for synthetic,
         ``resplit=True`` for kermany, ``verify="off"`` for pneumoniamnist).
 
@@ -296,7 +372,7 @@ def load_dataset(name: str = "auto", *, data_path=None, image_size: int | None =
     >>> d["test"].class_names[0], d["train"].meta["dataset"]
     ('Normal', 'synthetic4')
     """
-    resolved, reason = resolve_dataset(name)
+    resolved, reason = resolve_dataset(name, offline=offline, download=data_path is None)
     info = DATASETS[resolved]
     p = _profile(profile)
     sets = info.loader(data_path, image_size, p, seed, **kw)
