@@ -7,8 +7,8 @@ clone), then reads the run's ``summary.json``.
 * default: the ``smoke`` profile on the default dataset (``auto``: synthetic in a
   fresh data folder); goal: under 5 minutes on the 2-core machine.
 * ``--full``: the ``full`` profile on real 28 px PneumoniaMNIST: the ``.npz``
-  (``--npz``, default ``../shared/data/pneumoniamnist_28_variant.npz``) is copied
-  into the data folder as ``pneumoniamnist.npz`` (never into the repository);
+  (``--npz``, default ``../shared/data/pneumoniamnist_28_variant.npz``) is named with
+  ``fnlab course run --data-path`` (never copied into the repository);
   goal: under 30 minutes.
 * ``--smoke``: the benchmark's own quick form for the tests (first notebook only).
 
@@ -56,23 +56,26 @@ def default_npz() -> Path | None:
 
 
 def prepare_data_dir(data_dir: Path, npz: Path | None) -> str | None:
-    """Create ``data_dir``; copy ``npz`` there as ``pneumoniamnist.npz`` (if not present)."""
+    """Create ``data_dir``; return ``npz`` (absolute) for ``--data-path``, or None.
+
+    A rebuilt or variant ``.npz`` is not the official download, so it is named
+    explicitly (``fnlab course run --data-path``), never copied into the cache.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    if npz is None:
-        return None
-    target = data_dir / "pneumoniamnist.npz"
-    if not target.is_file():
-        shutil.copyfile(npz, target)
-    return str(target)
+    return str(Path(npz).resolve()) if npz is not None else None
 
 
 def run_course(profile: str, dataset: str, notebooks: list[str], data_dir: Path, out: Path,
-               timeout: float, parameters: dict | None = None) -> tuple[dict, float, str]:
+               timeout: float, parameters: dict | None = None,
+               data_path: str | None = None) -> tuple[dict, float, str]:
     """Run the course CLI; return (summary.json, wall seconds, output tail).
 
-    ``parameters`` go to every notebook (``-p KEY VALUE``), e.g. ``{"seed": 1}``.
+    ``parameters`` go to every notebook (``-p KEY VALUE``), e.g. ``{"seed": 1}``;
+    ``data_path`` names a PneumoniaMNIST ``.npz`` (``--data-path``).
     """
     extra = [a for k, v in (parameters or {}).items() for a in ("-p", str(k), str(v))]
+    if data_path:
+        extra += ["--data-path", str(data_path)]
     cmd = [sys.executable, "-m", "fnlab", "course", "run", "--profile", profile,
            "--dataset", dataset, "--out", str(out), "--no-progress", *extra, *notebooks]
     env = dict(os.environ, FNLAB_DATA_DIR=str(data_dir))
@@ -102,7 +105,7 @@ def parse_args(argv=None):
                    help="dataset parameter (default: auto; pneumoniamnist with --full)")
     p.add_argument("--npz", default=None,
                    help="real data for --full (default ../shared/data/"
-                        "pneumoniamnist_28_variant.npz), copied as pneumoniamnist.npz")
+                        "pneumoniamnist_28_variant.npz), named with --data-path")
     p.add_argument("--data-dir", default=None,
                    help="FNLAB_DATA_DIR for the run (default: a fresh temporary folder)")
     p.add_argument("--notebooks", default=None,
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
     try:
         copied = prepare_data_dir(data_dir, npz)
         summary, wall, tail = run_course(args.profile, args.dataset, args.notebook_list,
-                                         data_dir, out, args.timeout)
+                                         data_dir, out, args.timeout, data_path=copied)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
     figures = {"profile": args.profile, "dataset": args.dataset,
                "total_seconds": total, "process_wall_seconds": wall,
                "notebooks": notebooks, "n_failed": len(failed),
-               "goal_seconds": limit, "data_copied_to": copied}
+               "goal_seconds": limit, "data_path": copied}
     C.print_table(table["columns"], table["rows"], rec.title)
     for g in goals:
         print(f"goal {'MET' if g['met'] else 'NOT MET'}: {g['goal']} — {g['detail']}")

@@ -12,7 +12,7 @@ notebook's seconds, and prints and writes:
   over 3 minutes at every seed.
 
 Datasets: ``synthetic`` always; ``pneumoniamnist`` too when a real file is given
-(``--npz``, copied into the cell's data folder as ``pneumoniamnist.npz``, never
+(``--npz``, named with ``fnlab course run --data-path``; the file is never copied
 into the repository).
 
 Usage::
@@ -82,9 +82,11 @@ def run_cell(args, dataset: str, seed: int) -> dict:
     """One course run; returns its claims, notebook seconds and status."""
     tmp = Path(tempfile.mkdtemp(prefix=f"fnlab-bench-lessons-{dataset}-{seed}-"))
     try:
-        prepare_data_dir(tmp / "data", args.npz_path if dataset == "pneumoniamnist" else None)
+        npz = prepare_data_dir(tmp / "data",
+                               args.npz_path if dataset == "pneumoniamnist" else None)
         summary, wall, tail = run_course(args.profile, dataset, args.notebook_list, tmp / "data",
-                                         tmp / "run", args.timeout, parameters={"seed": seed})
+                                         tmp / "run", args.timeout, parameters={"seed": seed},
+                                         data_path=npz)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     notebooks = summary.get("notebooks", [])

@@ -26,6 +26,10 @@ DATA_DIR_ENV = "FNLAB_DATA_DIR"
 DEVICE_ENV = "FNLAB_DEVICE"
 #: Environment variable: ``1`` means never try the network (tests, CI, offline classrooms).
 OFFLINE_ENV = "FNLAB_OFFLINE"
+#: Names a PneumoniaMNIST ``.npz`` explicitly (a rebuilt or variant file, not the official
+#: download): ``dataset="auto"`` and ``"pneumoniamnist"`` then load it, with a warning when
+#: its checksum is not the official one. ``fnlab course run --data-path FILE`` sets it.
+PNEUMONIAMNIST_ENV = "FNLAB_PNEUMONIAMNIST"
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: Project root when fnlab runs from a checkout (the folder holding pyproject.toml), else None.
@@ -153,3 +157,18 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
             torch.backends.cudnn.deterministic = True
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return seed
+
+
+def named_pneumoniamnist() -> Path | None:
+    """The ``.npz`` named by ``$FNLAB_PNEUMONIAMNIST``, or None when it is unset.
+
+    >>> import os
+    >>> os.environ["FNLAB_PNEUMONIAMNIST"] = "~/x.npz"
+    >>> named_pneumoniamnist().name
+    'x.npz'
+    >>> del os.environ["FNLAB_PNEUMONIAMNIST"]
+    >>> named_pneumoniamnist() is None
+    True
+    """
+    value = os.environ.get(PNEUMONIAMNIST_ENV, "").strip()
+    return Path(value).expanduser() if value else None

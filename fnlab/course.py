@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnlab import __version__
-from fnlab.config import OFFLINE_ENV, PROJECT_ROOT, offline_mode
+from fnlab.config import OFFLINE_ENV, PNEUMONIAMNIST_ENV, PROJECT_ROOT, offline_mode
 from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 from fnlab.recording import RECORD_ENV, claim_problems, format_claim, read_claims, read_record
 
@@ -252,6 +252,7 @@ def run_course(
     kernel_name: str | None = None,
     cell_timeout: int | None = 1800,
     offline: bool | None = None,
+    data_path: str | Path | None = None,
 ) -> CourseResult:
     """Execute the course notebooks in order and write the run report.
 
@@ -264,9 +265,18 @@ def run_course(
     default ``$FNLAB_OFFLINE``). When there is nothing to download from, the notebooks
     run in offline mode (``FNLAB_OFFLINE=1`` in their kernels' environment) so that no
     kernel waits for the network again; the report's ``dataset_note`` says what was
-    used and why.
+    used and why. ``data_path`` names a PneumoniaMNIST ``.npz`` explicitly (a rebuilt or
+    variant file): ``auto`` and ``pneumoniamnist`` use it in every notebook
+    (``$FNLAB_PNEUMONIAMNIST`` in the kernels' environment).
     """
     validate_choices(profile, dataset)
+    if data_path is not None:
+        data_path = Path(data_path).expanduser().resolve()
+        if not data_path.is_file():
+            raise ValueError(f"--data-path {data_path}: file not found")
+        if dataset not in ("auto", "pneumoniamnist"):
+            raise ValueError(f"--data-path names a PneumoniaMNIST .npz; it cannot be used with "
+                             f"--dataset {dataset}")
     paths = select_notebooks(notebooks)
     if not paths:
         raise ValueError(f"no notebooks found in {notebooks_dir()}")
@@ -289,16 +299,19 @@ def run_course(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = CourseResult(out_dir, profile, dataset, params, [],
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    old_offline = os.environ.get(OFFLINE_ENV)
+    saved = {name: os.environ.get(name) for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV)}
     try:
+        if data_path is not None:
+            os.environ[PNEUMONIAMNIST_ENV] = str(data_path)
         result.dataset_note = _prepare_dataset(dataset, offline)
         return _run_notebooks(result, paths, params, pm, tqdm, progress, kernel_name,
                               cell_timeout)
-    finally:  # the kernels' offline mode ends with the run
-        if old_offline is None:
-            os.environ.pop(OFFLINE_ENV, None)
-        else:
-            os.environ[OFFLINE_ENV] = old_offline
+    finally:  # the kernels' environment ends with the run
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _prepare_dataset(dataset: str, offline: bool | None) -> str:

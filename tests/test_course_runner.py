@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,34 @@ def test_default_profile_is_the_lessons_profile():
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         exec(cell.source, {}, params)
         assert params["profile"] == DEFAULT_PROFILE, path.name
+
+
+def test_data_path_must_be_a_file_and_a_pneumoniamnist_dataset(tiny_course, capsys):
+    out = tiny_course / "out"
+    assert main(["course", "run", "--data-path", str(tiny_course / "no.npz"), "--out",
+                 str(out)]) == 2
+    assert "no.npz: file not found" in capsys.readouterr().err
+    real = tiny_course / "x.npz"
+    real.write_bytes(b"not checked here")
+    assert main(["course", "run", "--data-path", str(real), "--dataset", "synthetic",
+                 "--out", str(out)]) == 2
+    assert "cannot be used with --dataset synthetic" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_data_path_reaches_the_kernels_and_is_restored(tiny_course, tiny_npz, monkeypatch):
+    monkeypatch.delenv("FNLAB_PNEUMONIAMNIST", raising=False)
+    nbdir = tiny_course / "notebooks"
+    for p in nbdir.glob("*.ipynb"):
+        p.unlink()
+    _notebook(nbdir / "00_env.ipynb",
+              "import os\nfrom fnlab.recording import record\n"
+              "from fnlab.data.registry import resolve_dataset\n"
+              "record(named=os.environ.get('FNLAB_PNEUMONIAMNIST'), used=resolve_dataset('auto')[0])")
+    npz = tiny_npz("rebuilt.npz")
+    out = tiny_course / "out"
+    assert main(["course", "run", "--data-path", str(npz), "--out", str(out),
+                 "--no-progress"]) == 0
+    figures = json.loads((out / "summary.json").read_text())["notebooks"][0]["figures"]
+    assert figures == {"named": str(npz.resolve()), "used": "pneumoniamnist"}
+    assert "FNLAB_PNEUMONIAMNIST" not in os.environ

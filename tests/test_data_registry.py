@@ -130,3 +130,26 @@ def test_cap_train_is_a_no_op_when_small():
     assert len(sets["train"]) == 4 and "subsampled_from" not in sets["train"].meta
     cap_train(sets, None)
     assert len(sets["train"]) == 4
+
+
+def test_a_file_named_by_env_is_used_by_auto_and_loaded_with_a_warning(tmp_path, monkeypatch,
+                                                                        tiny_npz):
+    # a rebuilt file (not the official checksum), named explicitly: what --data-path does
+    monkeypatch.setenv("FNLAB_DATA_DIR", str(tmp_path / "cache"))
+    rebuilt = tiny_npz("rebuilt.npz")
+    monkeypatch.setenv("FNLAB_PNEUMONIAMNIST", str(rebuilt))
+    name, reason = resolve_dataset("auto")
+    assert name == "pneumoniamnist" and f"FNLAB_PNEUMONIAMNIST={rebuilt}" in reason
+    with pytest.warns(UserWarning, match="md5"):
+        sets = load_dataset("auto")
+    assert sets["train"].meta["dataset"] == "pneumoniamnist" and len(sets["test"]) == 4
+    assert not (tmp_path / "cache" / "pneumoniamnist.npz").exists(), "never copied into the cache"
+
+
+def test_a_missing_file_named_by_env_falls_back_or_is_a_clear_error(tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("FNLAB_PNEUMONIAMNIST", str(tmp_path / "nowhere.npz"))
+    name, reason = resolve_dataset("auto")
+    assert name == "synthetic" and "nowhere.npz: file not found" in reason
+    with pytest.raises(DatasetNotAvailable, match="nowhere.npz: file not found"):
+        load_dataset("pneumoniamnist")

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     run.add_argument("--offline", action="store_true",
                      help="never download: auto uses the cached official PneumoniaMNIST or the "
                      "synthetic X-rays; the notebooks get FNLAB_OFFLINE=1")
+    run.add_argument("--data-path", default=None, metavar="FILE",
+                     help="a PneumoniaMNIST .npz named explicitly (a rebuilt or variant file; "
+                     "loaded with a warning when it is not the official one)")
     run.add_argument("--device", default=None, help="auto, cpu, cuda, mps (default: the notebook's)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                      metavar=("KEY", "VALUE"), help="extra parameter for every notebook")
@@ -62,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = run_course(args.notebooks, profile=args.profile, dataset=args.dataset,
                             device=args.device, parameters=params, out=args.out,
-                            progress=not args.no_progress, offline=args.offline or None)
+                            progress=not args.no_progress, offline=args.offline or None,
+                            data_path=args.data_path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     failed = [nb.name for nb in result.notebooks if nb.status != "ok"]

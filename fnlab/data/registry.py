@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnlab.config import OFFLINE_ENV, offline_mode
+from fnlab.config import OFFLINE_ENV, PNEUMONIAMNIST_ENV, named_pneumoniamnist, offline_mode
 from fnlab.data import medmnist
 from fnlab.data.imageset import BINARY_CLASSES, FOUR_CLASSES, ImageSet
 from fnlab.profiles import Profile, get_profile
@@ -95,6 +95,11 @@ def _pneumoniamnist_path(data_path, image_size) -> tuple[Path, int | None]:
         if not path.is_file():
             raise DatasetNotAvailable(f"{path}: file not found")
         return path, image_size
+    named = named_pneumoniamnist()
+    if named is not None:  # named explicitly: loaded with a warning if it is not official
+        if not named.is_file():
+            raise DatasetNotAvailable(f"{PNEUMONIAMNIST_ENV}={named}: file not found")
+        return named, image_size
     size = int(image_size or 28)
     base = size if size in medmnist.PNEUMONIAMNIST else 28  # other sides: resize the 28 px
     cached, problem = medmnist.check_cached(base)
@@ -254,6 +259,13 @@ def _short_reason(exc: BaseException) -> str:
 
 
 def _resolve_auto(offline: bool | None, download: bool, progress: bool) -> tuple[str, str]:
+    named = named_pneumoniamnist()
+    if named is not None:  # a file named explicitly wins over the cache and the network
+        if named.is_file():
+            return "pneumoniamnist", f"real PneumoniaMNIST named by {PNEUMONIAMNIST_ENV}={named}"
+        reason = f"{PNEUMONIAMNIST_ENV}={named}: file not found; {_SYNTHETIC}"
+        _say(f"fnlab: {reason}")
+        return "synthetic", reason
     folder = medmnist.data_dir()
     path, problem = medmnist.check_cached(28)
     if path is not None:
