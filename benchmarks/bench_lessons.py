@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=1,
                    help="course runs at once (default 1); with more, each gets one torch "
                         "thread and its seconds are inflated by the sharing")
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="copy each run's executed notebooks and report to DIR/<dataset>-s<seed>")
     p.add_argument("--timeout", type=float, default=3 * COURSE_LIMIT_S,
                    help="seconds before one course run is abandoned (default 45 min)")
     C.add_common_args(p, "lessons")
@@ -87,6 +89,9 @@ def run_cell(args, dataset: str, seed: int) -> dict:
         summary, wall, tail = run_course(args.profile, dataset, args.notebook_list, tmp / "data",
                                          tmp / "run", args.timeout, parameters={"seed": seed},
                                          data_path=npz)
+        if args.keep:  # for reading the outputs as a student would
+            shutil.copytree(tmp / "run", Path(args.keep) / f"{dataset}-s{seed}",
+                            dirs_exist_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     notebooks = summary.get("notebooks", [])
