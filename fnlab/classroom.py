@@ -11,16 +11,18 @@ solution, public checks the student sees and hidden checks only the grader runs.
   solution copy otter makes go to the git-ignored ``grading/`` folder. Every
   student copy is checked for leaked solution or hidden-test lines before it is
   kept (:func:`find_leaks`).
-- :func:`grade` (``fnlab classroom grade``) wraps ``otter run``, which grades one
-  submission offline without Docker, and writes one CSV row per submission and
-  question plus a ``TOTAL`` row per submission.
+- :func:`grade` (``fnlab classroom grade``, defined in :mod:`fnlab.grading`) runs
+  each submission in a bubblewrap sandbox with no test in sight, then scores it
+  with otter's tests in a second, fresh sandbox that reads only snapshots of its
+  variables; it writes one CSV row per submission and question plus a ``TOTAL``
+  row per submission.
 
 Why otter-grader rather than nbgrader: otter needs no course database or
 exchange directory (nbgrader needs a gradebook database and its
 ``source/release/submitted`` course layout); its questions live in the notebook
 itself, one file per assignment, in a format that stays readable as a plain
-notebook; and ``otter run`` grades a submission in the local environment without
-Docker or a server, which is what an offline classroom and CI need.
+notebook; and its tests are plain doctests that run offline, without Docker or a
+server, which is what an offline classroom and CI need.
 
 Example
 -------
@@ -35,27 +37,29 @@ Example
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fnlab.config import PROJECT_ROOT
-
-#: CSV columns written by :func:`write_grades_csv`.
-CSV_COLUMNS = ("submission", "notebook", "question", "score", "max_score", "note")
-#: ``question`` value of the per-submission total row.
-TOTAL = "TOTAL"
+from fnlab.grading import (
+    CSV_COLUMNS,
+    TOTAL,
+    UNSAFE_WARNING,
+    GradeResult,
+    SandboxUnavailable,
+    available_autograders,
+    default_grading_dir,
+    grade,
+    grade_submission,
+    submission_assignment,
+    write_grades_csv,
+)
+from fnlab.grading import read_notebook as _load
 
 _BEGIN_SOLUTION = re.compile(r"^\s*#\s*BEGIN SOLUTION\b", re.I)
 _END_SOLUTION = re.compile(r"^\s*#\s*END SOLUTION\b", re.I)
@@ -70,11 +74,6 @@ def _root() -> Path:
 def default_student_dir() -> Path:
     """Where student copies go: ``<checkout>/student`` (git-ignored)."""
     return _root() / "student"
-
-
-def default_grading_dir() -> Path:
-    """Where autograder zips and solution copies go: ``<checkout>/grading`` (git-ignored)."""
-    return _root() / "grading"
 
 
 # --------------------------------------------------------------------------- leaks
@@ -199,16 +198,6 @@ def find_leaks(master: dict | str | Path, student: dict | str | Path) -> list[st
             + [f"hidden test: {ln}" for ln in hidden if ln in visible])
 
 
-def _load(nb: dict | str | Path) -> dict:
-    if isinstance(nb, dict):
-        return nb
-    path = Path(nb)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable notebook ({exc})") from None
-
-
 # --------------------------------------------------------------------------- student copies
 
 
@@ -290,206 +279,11 @@ def make_student_copies(
 
 
 # --------------------------------------------------------------------------- grading
+# Grading lives in fnlab.grading (sandboxed, two steps); these names stay importable from here.
 
-
-@dataclass
-class GradeResult:
-    """The grade of one submission: per-question scores, or a note saying why none."""
-
-    submission: str
-    notebook: str | None
-    questions: list[dict] = field(default_factory=list)  # {"name", "score", "max_score"}
-    note: str = ""
-
-    @property
-    def total(self) -> float:
-        return float(sum(q["score"] for q in self.questions))
-
-    @property
-    def possible(self) -> float:
-        return float(sum(q["max_score"] for q in self.questions))
-
-    def rows(self) -> list[dict]:
-        """CSV rows: one per question, then the ``TOTAL`` row."""
-        rows = [{"submission": self.submission, "notebook": self.notebook or "",
-                 "question": q["name"], "score": q["score"], "max_score": q["max_score"],
-                 "note": ""} for q in self.questions]
-        rows.append({"submission": self.submission, "notebook": self.notebook or "",
-                     "question": TOTAL, "score": self.total, "max_score": self.possible,
-                     "note": self.note})
-        return rows
-
-
-def available_autograders(autograder_dir: str | Path | None = None) -> dict[str, Path]:
-    """Assignment name -> autograder zip in ``autograder_dir`` (default ``grading/``).
-
-    Accepts the zips :func:`make_student_copies` writes (``<name>-autograder.zip``)
-    and otter's own (``<name>-autograder_<stamp>.zip``, newest wins).
-    """
-    folder = Path(autograder_dir) if autograder_dir else default_grading_dir()
-    found: dict[str, Path] = {}
-    for zp in sorted(folder.glob("*-autograder*.zip")):
-        name = re.sub(r"-autograder(_[0-9T_]+)?$", "", zp.stem)
-        found[name] = zp
-    return found
-
-
-def submission_assignment(path: str | Path, known: list[str] | None = None) -> str | None:
-    """The otter assignment a submission belongs to.
-
-    Its notebook metadata (``otter.assignment_name``, kept in student copies) wins;
-    otherwise the longest name in ``known`` that starts the file name
-    (``00_welcome_alice.ipynb`` -> ``00_welcome``). None when neither tells.
-    """
-    nb = _load(path)
-    name = (nb.get("metadata", {}).get("otter") or {}).get("assignment_name")
-    if name:
-        return str(name)
-    stem = Path(path).stem
-    matches = [k for k in (known or []) if stem == k or stem.startswith(k + "_")
-               or stem.startswith(k + "-")]
-    return max(matches, key=len) if matches else None
-
-
-def _prepare_submission(path: Path, assignment: str, tmp: Path, profile: str | None) -> Path:
-    """A copy of the submission to grade: assignment name set, profile pinned when asked."""
-    nb = _load(path)
-    if not isinstance(nb.get("cells"), list):
-        raise ValueError(f"{path}: not a notebook (no 'cells' list)")
-    nb.setdefault("metadata", {}).setdefault("otter", {})["assignment_name"] = assignment
-    target = tmp / f"{assignment}.ipynb"
-    target.write_text(json.dumps(nb), encoding="utf-8")
-    if profile:
-        import nbformat
-        from papermill.parameterize import parameterize_notebook
-
-        node = nbformat.read(target, as_version=4)
-        for cell in node.cells:  # what papermill's own loader adds before parameterizing
-            cell.metadata.setdefault("tags", [])
-        node.metadata.setdefault("papermill", {})
-        if any("parameters" in c.get("metadata", {}).get("tags", []) for c in node.cells):
-            node = parameterize_notebook(node, {"profile": profile})
-            nbformat.write(node, target)
-    return target
-
-
-def _otter_command() -> list[str]:
-    exe = Path(sys.executable).with_name("otter")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "otter"]
-
-
-def grade_submission(
-    path: str | Path,
-    autograder_dir: str | Path | None = None,
-    *,
-    profile: str | None = "smoke",
-    timeout: float | None = 1800,
-) -> GradeResult:
-    """Grade one submission offline with ``otter run`` (no Docker).
-
-    The submission notebook is executed in the current environment; ``profile``
-    (default ``"smoke"``) is injected after its ``parameters`` cell so grading stays
-    fast (None grades it as submitted). Never raises for a bad submission: the
-    result then has no questions and a ``note`` saying why (unknown assignment,
-    unreadable file, grader error, timeout).
-    """
-    path = Path(path)
-    graders = available_autograders(autograder_dir)
-    result = GradeResult(str(path), None)
-    if not graders:
-        where = autograder_dir or default_grading_dir()
-        result.note = f"no autograder zips in {where}: run `fnlab classroom student` first"
-        return result
-    try:
-        assignment = submission_assignment(path, list(graders))
-    except ValueError as exc:
-        result.note = str(exc)
-        return result
-    result.notebook = assignment
-    if assignment not in graders:
-        result.note = (f"cannot tell which assignment {path.name} is (found {assignment!r}); "
-                       f"autograders: {', '.join(sorted(graders))}")
-        return result
-    env = {k: v for k, v in os.environ.items() if k != "FNLAB_RECORD"}
-    with tempfile.TemporaryDirectory(prefix="fnlab-grade-") as tmp:
-        tmp = Path(tmp)
-        try:
-            subm = _prepare_submission(path, assignment, tmp, profile)
-        except Exception as exc:  # noqa: BLE001 - a bad submission must not stop the batch
-            result.note = f"{path}: cannot prepare for grading ({exc})"
-            return result
-        results_dir = tmp / "results"
-        results_dir.mkdir()
-        cmd = [*_otter_command(), "run", "-a", str(graders[assignment].resolve()), "-o", str(results_dir),
-               "--no-logo", str(subm)]
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            log, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the grader and its kernel
-            proc.communicate()
-            result.note = f"grading timed out after {timeout:g} s"
-            return result
-        results_json = results_dir / "results.json"
-        if not results_json.is_file():
-            tail = (log or "").strip().splitlines()[-1:] or ["no output"]
-            result.note = f"otter run failed (exit {proc.returncode}): {tail[0][:300]}"
-            return result
-        tests = json.loads(results_json.read_text()).get("tests", [])
-    for t in tests:
-        if t.get("max_score") is None:
-            continue  # otter's "Public Tests" summary entry
-        score = t.get("score")
-        result.questions.append({"name": t["name"], "score": float(score or 0.0),
-                                 "max_score": float(t["max_score"])})
-    if not result.questions:
-        result.note = "the grader found no graded question"
-    return result
-
-
-def grade(
-    submissions: list[str | Path],
-    autograder_dir: str | Path | None = None,
-    out_csv: str | Path | None = None,
-    *,
-    profile: str | None = "smoke",
-    timeout: float | None = 1800,
-    jobs: int = 1,
-    progress=None,
-) -> list[GradeResult]:
-    """Grade submissions (``jobs`` at a time) and write the CSV when ``out_csv`` is given.
-
-    ``progress``: optional callable receiving each :class:`GradeResult` as it ends.
-    """
-    missing = [str(s) for s in submissions if not Path(s).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such submission: {', '.join(missing)}")
-
-    def one(sub):
-        res = grade_submission(sub, autograder_dir, profile=profile, timeout=timeout)
-        if progress:
-            progress(res)
-        return res
-
-    if jobs > 1 and len(submissions) > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(one, submissions))
-    else:
-        results = [one(s) for s in submissions]
-    if out_csv:
-        write_grades_csv(results, out_csv)
-    return results
-
-
-def write_grades_csv(results: list[GradeResult], path: str | Path) -> Path:
-    """Write ``submission, notebook, question, score, max_score, note`` rows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for res in results:
-            writer.writerows(res.rows())
-    return path
+__all__ = [
+    "AssignmentFiles", "CSV_COLUMNS", "GradeResult", "SandboxUnavailable", "TOTAL",
+    "UNSAFE_WARNING", "autograder_questions", "available_autograders", "default_grading_dir",
+    "default_student_dir", "find_leaks", "grade", "grade_submission", "make_student_copies",
+    "secret_lines", "submission_assignment", "write_grades_csv",
+]

@@ -1,8 +1,9 @@
 """Classroom: student copies leak nothing, solutions score full marks, blank copies score zero.
 
 Every course notebook gets a student copy (otter assign, a few seconds each); grading
-(otter run executes the notebook, ~20 s each) is exercised on 00_welcome only, to keep
-CI fast.
+(each submission runs in a bubblewrap sandbox, ~20 s each) is exercised on 00_welcome only,
+to keep CI fast; tests/test_sandbox_grading.py plants attacks in submissions. Grading tests
+skip, with the reason, where bwrap cannot build a sandbox.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def _student_text(nb) -> str:
     (otter keeps the public tests there as doctests: '>>> assert ...')."""
     text = "\n".join(_strings(nb))
     return text + "\n" + re.sub(r"(?m)^\s*(>>>|\.\.\.) ", "", text)
+
+
+@pytest.fixture(scope="module")
+def sandboxed():
+    """Grading needs bwrap (`.ci/run` installs it): skip, saying why, where it cannot run."""
+    from fnlab import sandbox
+
+    try:
+        return sandbox.check_bwrap()
+    except sandbox.SandboxUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +174,7 @@ def test_student_copy_otter_checks_run_in_a_kernel(copies):
         assert q in shown
 
 
-def test_grade_cli_scores_solution_full_and_untouched_copy_zero(copies, tmp_path, capsys):
+def test_grade_cli_scores_solution_full_and_untouched_copy_zero(copies, sandboxed, tmp_path, capsys):
     made = copies["00_welcome"]
     blank = tmp_path / "bob" / "00_welcome.ipynb"  # an untouched student copy
     blank.parent.mkdir()
@@ -191,7 +203,7 @@ def test_grade_cli_scores_solution_full_and_untouched_copy_zero(copies, tmp_path
     assert "NOT GRADED" in capsys.readouterr().out
 
 
-def test_grade_names_unknown_assignments_and_missing_autograders(copies, tmp_path):
+def test_grade_names_unknown_assignments_and_missing_autograders(copies, sandboxed, tmp_path):
     made = copies["00_welcome"]
     stray = tmp_path / "homework.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), stray)

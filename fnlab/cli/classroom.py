@@ -1,10 +1,11 @@
-"""``fnlab classroom``: student copies (otter assign) and offline grading (otter run) to CSV."""
+"""``fnlab classroom``: student copies (otter assign) and sandboxed offline grading to CSV."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from fnlab.grading import DEFAULT_MEMORY_MB
 from fnlab.profiles import PROFILES
 
 AS_SUBMITTED = "as-submitted"
@@ -31,9 +32,12 @@ def register(subparsers) -> None:
     grade = rsub.add_parser(
         "grade",
         help="grade submitted notebooks offline into a CSV",
-        description="Grade each submission with `otter run` (offline, no Docker) and write one "
-        "CSV row per submission and question plus a TOTAL row. Exits 1 when a submission "
-        "could not be graded (its TOTAL row says why), 2 on a bad argument.",
+        description="Grade each submission offline with its otter tests and write one CSV row per "
+        "submission and question plus a TOTAL row. Each submission runs in a bubblewrap sandbox "
+        "(read-only system, no network, private /tmp, only its own scratch folder writable, no "
+        "view of the solutions or hidden tests, every process killed when it ends) and is scored "
+        "in a second, fresh sandbox from snapshots of its variables. Exits 1 when a submission "
+        "could not be graded (its TOTAL row says why), 2 on a bad argument or without bwrap.",
     )
     grade.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebooks to grade")
     grade.add_argument("--autograder", default=None, metavar="DIR",
@@ -43,8 +47,14 @@ def register(subparsers) -> None:
                        help=f"profile the submissions run in: {', '.join(PROFILES)} or "
                        f"{AS_SUBMITTED} (default: smoke, so grading stays fast)")
     grade.add_argument("--timeout", type=float, default=1800,
-                       help="seconds allowed per submission (default: 1800)")
+                       help="seconds allowed per submission, all of it killed after (default: 1800)")
+    grade.add_argument("--memory", type=float, default=DEFAULT_MEMORY_MB, metavar="MB",
+                       help="memory cap of each process of a submission, in MiB (RLIMIT_DATA; "
+                       f"default: {DEFAULT_MEMORY_MB})")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="run student code without the bubblewrap sandbox (UNSAFE: it can read "
+                       "the solutions, change files, use the network and fake its scores)")
     grade.set_defaults(func=_grade)
     room.set_defaults(func=lambda args: room.print_help() or 0)
 
@@ -69,14 +79,22 @@ def _student(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from fnlab.classroom import available_autograders, grade
+    import math
+    import sys
+    import warnings
+
     from fnlab.cli import UsageError
+    from fnlab.grading import UNSAFE_WARNING, SandboxUnavailable, available_autograders, grade
 
     choices = [*PROFILES, AS_SUBMITTED]
     if args.profile not in choices:
         raise UsageError(f"unknown profile {args.profile!r}; choose one of: {', '.join(choices)}")
-    if args.jobs < 1 or args.timeout <= 0:
-        raise UsageError("--jobs must be >= 1 and --timeout > 0")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, not {args.jobs}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be > 0 seconds, not {args.timeout:g}")
+    if not (math.isfinite(args.memory) and args.memory >= 256):
+        raise UsageError(f"--memory must be at least 256 MiB, not {args.memory:g}")
     missing = [s for s in args.submissions if not Path(s).is_file()]
     if missing:
         raise UsageError(f"no such submission: {', '.join(missing)}")
@@ -88,11 +106,21 @@ def _grade(args: argparse.Namespace) -> int:
         if res.note and not res.questions:
             print(f"{res.submission}: NOT GRADED ({res.note})", flush=True)
         else:
-            print(f"{res.submission} [{res.notebook}]: {res.total:g} / {res.possible:g}", flush=True)
+            note = f" ({res.note})" if res.note else ""
+            print(f"{res.submission} [{res.notebook}]: {res.total:g} / {res.possible:g}{note}",
+                  flush=True)
 
     profile = None if args.profile == AS_SUBMITTED else args.profile
-    results = grade(args.submissions, args.autograder, args.out, profile=profile,
-                    timeout=args.timeout, jobs=args.jobs, progress=show)
+    if args.unsafe_no_sandbox:
+        print(UNSAFE_WARNING, file=sys.stderr, flush=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="WARNING: --unsafe-no-sandbox")
+            results = grade(args.submissions, args.autograder, args.out, profile=profile,
+                            timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
+                            sandbox=not args.unsafe_no_sandbox, progress=show)
+    except SandboxUnavailable as exc:
+        raise UsageError(str(exc)) from None
     failed = [r for r in results if not r.questions]
     print(f"grades: {args.out} ({len(results) - len(failed)} graded, {len(failed)} not graded)")
     return 1 if failed else 0

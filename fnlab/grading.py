@@ -1,0 +1,482 @@
+"""Grading that students cannot game: each submission runs in a sandbox, and is scored in another.
+
+:func:`grade` (``fnlab classroom grade``) grades each submission in two steps,
+each inside its own bubblewrap sandbox (:mod:`fnlab.sandbox`; the steps
+themselves are :mod:`fnlab.autograde`):
+
+1. **execute**: the submission (``profile`` injected after its ``parameters``
+   cell) runs top to bottom in a fresh kernel. The sandbox sees a read-only
+   system and Python, no network, a private ``/tmp``, and one writable folder:
+   the submission's scratch copy (with read-only copies of the cached
+   datasets). It sees nothing of ``grading/``: no autograder, no solution, no
+   hidden test. It saves snapshots of the notebook's variables after each
+   ``grader.check`` cell and at the end. When it ends or runs out of time, every
+   process it started is killed.
+2. **check**: a fresh sandbox, which sees the scratch folder read-only and
+   each question's test cases (public and hidden), rebuilds each question's
+   variables from its snapshot without running the submission's code
+   (:mod:`fnlab.snapshot`) and runs the test cases. Its answer (which cases
+   passed) comes back as one line marked with a nonce the submission never
+   sees; the scores are computed here with otter's point rules.
+
+So the score never comes from a file the submission could write, and no
+process of the submission is alive when it is read. What is *not* isolated:
+a test that calls a function the submission wrote (or uses an object holding
+one, such as a model's hook) runs that code in step 2, where it could see that
+question's tests and fake that question's result; memory (``RLIMIT_DATA``)
+and file size are capped per process, not in total; CPU use, the number of
+processes and the disk space of the scratch folder are not limited.
+
+Example
+-------
+>>> from fnlab.grading import grade
+>>> results = grade(["alice/00_welcome.ipynb"], "grading/", "grades.csv",
+...                 jobs=2, timeout=600, memory_mb=4096)  # doctest: +SKIP
+>>> results[0].total, results[0].possible  # doctest: +SKIP
+(2.0, 2.0)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fnlab import autograde
+from fnlab import sandbox as sb
+from fnlab.config import PROJECT_ROOT, data_dir
+from fnlab.sandbox import SandboxUnavailable
+
+#: CSV columns written by :func:`write_grades_csv`.
+CSV_COLUMNS = ("submission", "notebook", "question", "score", "max_score", "note")
+#: ``question`` value of the per-submission total row.
+TOTAL = "TOTAL"
+#: Default memory cap per process of a submission, in MiB (``RLIMIT_DATA``).
+DEFAULT_MEMORY_MB = 4096
+#: Where the submission's scratch folder appears inside the sandbox.
+INSIDE = "/submission"
+#: Why grading refuses to run without bwrap.
+NO_SANDBOX = ("grading runs student code only inside a bubblewrap sandbox: install it "
+              "(Debian/Ubuntu: apt-get install bubblewrap) or pass --unsafe-no-sandbox (unsafe)")
+#: What grading without the sandbox risks.
+UNSAFE_WARNING = (
+    "WARNING: --unsafe-no-sandbox: submissions run as this user with this machine's files and "
+    "network: a submission can read the solutions and hidden tests in grading/, change or "
+    "delete files, use the network, leave processes running and fake its scores")
+#: Host variables passed into the sandbox (thread counts), when set.
+PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TZ")
+
+
+def default_grading_dir() -> Path:
+    """Where autograder zips and solution copies go: ``<checkout>/grading`` (git-ignored)."""
+    return (PROJECT_ROOT or Path.cwd()) / "grading"
+
+
+def read_notebook(nb: dict | str | Path) -> dict:
+    """A notebook as a dict (a dict is returned as is); ValueError naming the file if unreadable."""
+    if isinstance(nb, dict):
+        return nb
+    path = Path(nb)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable notebook ({exc})") from None
+
+
+def _clean(text: str, limit: int = 300) -> str:
+    """Text safe for a CSV note: printable, one line, never read as a spreadsheet formula."""
+    text = re.sub(r"[^\x20-\x7e]", "?", str(text))[:limit]
+    return "'" + text if text and text[0] in "=+-@" else text
+
+
+@dataclass
+class GradeResult:
+    """The grade of one submission: per-question scores, or a note saying why none."""
+
+    submission: str
+    notebook: str | None
+    questions: list[dict] = field(default_factory=list)  # {"name", "score", "max_score"}
+    note: str = ""
+
+    @property
+    def total(self) -> float:
+        return float(sum(q["score"] for q in self.questions))
+
+    @property
+    def possible(self) -> float:
+        return float(sum(q["max_score"] for q in self.questions))
+
+    def rows(self) -> list[dict]:
+        """CSV rows: one per question, then the ``TOTAL`` row."""
+        rows = [{"submission": self.submission, "notebook": self.notebook or "",
+                 "question": q["name"], "score": q["score"], "max_score": q["max_score"],
+                 "note": ""} for q in self.questions]
+        rows.append({"submission": self.submission, "notebook": self.notebook or "",
+                     "question": TOTAL, "score": self.total, "max_score": self.possible,
+                     "note": self.note})
+        return rows
+
+
+def available_autograders(autograder_dir: str | Path | None = None) -> dict[str, Path]:
+    """Assignment name -> autograder zip in ``autograder_dir`` (default ``grading/``).
+
+    Accepts the zips :func:`fnlab.classroom.make_student_copies` writes
+    (``<name>-autograder.zip``) and otter's own (``<name>-autograder_<stamp>.zip``,
+    newest wins).
+    """
+    folder = Path(autograder_dir) if autograder_dir else default_grading_dir()
+    found: dict[str, Path] = {}
+    for zp in sorted(folder.glob("*-autograder*.zip")):
+        name = re.sub(r"-autograder(_[0-9T_]+)?$", "", zp.stem)
+        found[name] = zp
+    return found
+
+
+def submission_assignment(path: str | Path, known: list[str] | None = None) -> str | None:
+    """The otter assignment a submission belongs to.
+
+    Its notebook metadata (``otter.assignment_name``, kept in student copies) wins;
+    otherwise the longest name in ``known`` that starts the file name
+    (``00_welcome_alice.ipynb`` -> ``00_welcome``). None when neither tells.
+    """
+    nb = read_notebook(path)
+    name = (nb.get("metadata", {}).get("otter") or {}).get("assignment_name")
+    if name:
+        return str(name)
+    stem = Path(path).stem
+    matches = [k for k in (known or []) if stem == k or stem.startswith(k + "_")
+               or stem.startswith(k + "-")]
+    return max(matches, key=len) if matches else None
+
+
+def _prepare_submission(path: Path, assignment: str, folder: Path, profile: str | None) -> Path:
+    """A copy of the submission to grade: assignment name set, profile pinned when asked."""
+    nb = read_notebook(path)
+    if not isinstance(nb.get("cells"), list):
+        raise ValueError(f"{path}: not a notebook (no 'cells' list)")
+    nb.setdefault("metadata", {}).setdefault("otter", {})["assignment_name"] = assignment
+    target = folder / f"{assignment}.ipynb"
+    target.write_text(json.dumps(nb), encoding="utf-8")
+    if profile:
+        import nbformat
+        from papermill.parameterize import parameterize_notebook
+
+        node = nbformat.read(target, as_version=4)
+        for cell in node.cells:  # what papermill's own loader adds before parameterizing
+            cell.metadata.setdefault("tags", [])
+        node.metadata.setdefault("papermill", {})
+        if any("parameters" in c.get("metadata", {}).get("tags", []) for c in node.cells):
+            node = parameterize_notebook(node, {"profile": profile})
+            nbformat.write(node, target)
+    return target
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+_tests_lock = threading.Lock()
+_tests_cache: dict[tuple[str, float], list] = {}
+
+
+def load_tests(zip_path: str | Path) -> list:
+    """The questions of an autograder zip as otter ``OKTestFile`` objects (parsed once).
+
+    Raises ValueError naming the zip when it is unreadable or holds a test that
+    is not in otter's OK format.
+    """
+    zip_path = Path(zip_path).resolve()
+    key = (str(zip_path), zip_path.stat().st_mtime)
+    with _tests_lock:
+        if key in _tests_cache:
+            return _tests_cache[key]
+        from otter.nbmeta_config import NBMetadataConfig
+        from otter.test_files import OKTestFile, create_test_file
+
+        tests = []
+        try:
+            with zipfile.ZipFile(zip_path) as zf, tempfile.TemporaryDirectory() as tmp:
+                names = sorted(n for n in zf.namelist()
+                               if re.fullmatch(r"tests/[A-Za-z0-9_.-]+\.py", n))
+                for name in names:
+                    target = Path(tmp) / Path(name).name
+                    target.write_bytes(zf.read(name))
+                    test = create_test_file(str(target), NBMetadataConfig())
+                    if not isinstance(test, OKTestFile):
+                        raise ValueError(f"{name} is not an OK-format otter test")
+                    tests.append(test)
+        except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, SyntaxError) as exc:
+            raise ValueError(f"{zip_path}: not a usable autograder zip ({exc})") from None
+        if not tests:
+            raise ValueError(f"{zip_path}: no tests/*.py in this autograder zip")
+        _tests_cache[key] = tests
+        return tests
+
+
+def _score(test, passed: list[bool]) -> tuple[float, float]:
+    """``(score, possible)`` of one otter test file given which cases passed."""
+    from otter.test_files.abstract_test import TestCaseResult
+
+    scored = type(test)(test.name, test.path, test.test_cases, test.all_or_nothing)
+    scored.test_case_results = [TestCaseResult(test_case=tc, message="", passed=p)
+                                for tc, p in zip(test.test_cases, passed)]
+    return round(float(scored.score), 5), round(float(scored.possible), 5)
+
+
+# --------------------------------------------------------------------------- the two steps
+
+
+@dataclass
+class _Steps:
+    """Runs the two steps of one submission, in bwrap sandboxes (``bwrap`` set) or not."""
+
+    bwrap: str | None
+    memory_mb: float | None
+    work: Path
+
+    @property
+    def scratch(self) -> Path:
+        return self.work / "submission"
+
+    def _inside(self, path: Path) -> str:
+        """A path of the scratch folder as the step sees it."""
+        if not self.bwrap:
+            return str(path)
+        return str(Path(INSIDE) / path.relative_to(self.scratch))
+
+    def _argv(self, step: list[str]) -> list[str]:
+        memory = ["--memory-mb", f"{self.memory_mb:g}"] if self.memory_mb else []
+        return [sys.executable, "-I", "-m", "fnlab.autograde", *memory, *step]
+
+    def _env(self, home: str) -> dict[str, str]:
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+               "HOME": home, "LANG": "C.UTF-8", "TMPDIR": "/tmp", "MPLBACKEND": "Agg",
+               "MPLCONFIGDIR": "/tmp/matplotlib", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
+               "IPYTHONDIR": "/tmp/ipython", "JUPYTER_PLATFORM_DIRS": "1",
+               "PYTHONDONTWRITEBYTECODE": "1", "FNLAB_DEVICE": "cpu",
+               "FNLAB_DATA_DIR": f"{INSIDE}/data"}
+        env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
+        return env
+
+    def _run(self, step: list[str], box: sb.Sandbox, timeout: float, log: str,
+             stdin: str | None = None) -> sb.Finished:
+        if self.bwrap:
+            return sb.run(box.command(self._argv(step), bwrap=self.bwrap), timeout,
+                               self.work / log, stdin=stdin)
+        env = {k: v for k, v in os.environ.items() if k != "FNLAB_RECORD"}
+        env.setdefault("MPLBACKEND", "Agg")
+        return sb.run(self._argv(step), timeout, self.work / log, env=env,
+                           cwd=str(self.scratch), stdin=stdin)
+
+    def execute(self, notebook: Path, timeout: float) -> sb.Finished:
+        import fnlab
+
+        ro = [(str(Path(fnlab.__file__).resolve().parent),) * 2]
+        for f in sorted(data_dir().glob("*")):  # cached datasets, read-only; no run cache
+            if f.is_file() and not f.is_symlink():
+                ro.append((str(f), f"{INSIDE}/data/{f.name}"))
+        (self.scratch / "data").mkdir(exist_ok=True)
+        (self.scratch / "home").mkdir(exist_ok=True)
+        box = sb.Sandbox(ro=ro, rw=[(str(self.scratch), INSIDE)],
+                         env=self._env(f"{INSIDE}/home"), cwd=INSIDE)
+        step = ["execute", self._inside(notebook), self._inside(self.scratch / ".snapshots")]
+        return self._run(step, box, timeout, "execute.log")
+
+    def check(self, plans: Path, timeout: float, nonce: str) -> sb.Finished:
+        import fnlab
+
+        ro = [(str(Path(fnlab.__file__).resolve().parent),) * 2,
+              (str(self.scratch), INSIDE), (str(plans), "/tests")]
+        box = sb.Sandbox(ro=ro, env=self._env("/tmp"), cwd="/tmp")
+        step = ["check", "/tests" if self.bwrap else str(plans),
+                self._inside(self.scratch / ".snapshots")]
+        return self._run(step, box, timeout, "check.log", stdin=nonce + "\n")
+
+
+def _bwrap_error(output: str) -> str:
+    """bwrap's own complaint in a step's output (``": bwrap: ..."``), or ``""``."""
+    lines = [ln for ln in output.splitlines() if ln.startswith("bwrap: ")]
+    return f": {lines[-1]}" if lines else ""
+
+
+def _write_plans(tests: list, folder: Path) -> None:
+    folder.mkdir()
+    for i, test in enumerate(tests):
+        plan = {"name": test.name, "cases": [tc.body for tc in test.test_cases]}
+        (folder / f"{i:03d}.json").write_text(json.dumps(plan), encoding="utf-8")
+
+
+def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
+               profile: str | None, timeout: float, memory_mb: float | None) -> GradeResult:
+    result = GradeResult(str(path), None)
+    try:
+        assignment = submission_assignment(path, list(graders))
+    except ValueError as exc:
+        result.note = _clean(exc)
+        return result
+    result.notebook = assignment
+    if assignment not in graders:
+        result.note = _clean(f"cannot tell which assignment {path.name} is (found {assignment!r}); "
+                             f"autograders: {', '.join(sorted(graders))}")
+        return result
+    try:
+        tests = load_tests(graders[assignment])
+    except ValueError as exc:
+        result.note = _clean(exc)
+        return result
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory(prefix="fnlab-grade-", ignore_cleanup_errors=True) as tmp:
+        steps = _Steps(bwrap, memory_mb, Path(tmp))
+        steps.scratch.mkdir()
+        try:
+            notebook = _prepare_submission(path, assignment, steps.scratch, profile)
+        except Exception as exc:  # noqa: BLE001 - a bad submission must not stop the batch
+            result.note = _clean(f"{path}: cannot prepare for grading ({exc})")
+            return result
+        ran = steps.execute(notebook, max(1.0, deadline - time.monotonic()))
+        if ran.timed_out:
+            result.note = f"grading timed out after {timeout:g} s"
+            return result
+        notes = []
+        if ran.returncode == 3:
+            notes.append("the notebook's kernel died before the end (out of memory?)")
+        elif ran.returncode != 0:
+            notes.append(f"the notebook could not be executed (exit {ran.returncode}"
+                         f"{_bwrap_error(ran.output)})")
+        _write_plans(tests, Path(tmp) / "tests")
+        nonce = secrets.token_hex(16)
+        checked = steps.check(Path(tmp) / "tests", max(1.0, deadline - time.monotonic()), nonce)
+        if checked.timed_out:
+            result.note = f"grading timed out after {timeout:g} s"
+            return result
+        answer = autograde.parse_result(checked.output, nonce)
+    if answer is None:
+        result.note = _clean(f"the check step gave no result (exit {checked.returncode}"
+                             f"{_bwrap_error(checked.output)})")
+        return result
+    for test in tests:
+        got = answer.get(test.name) if isinstance(answer.get(test.name), dict) else {}
+        passed = got.get("passed")
+        if not (isinstance(passed, list) and len(passed) == len(test.test_cases)
+                and all(isinstance(p, bool) for p in passed)):
+            passed = [False] * len(test.test_cases)
+        score, possible = _score(test, passed)
+        result.questions.append({"name": test.name, "score": score, "max_score": possible})
+        problems = got.get("problems") if isinstance(got.get("problems"), dict) else {}
+        notes += [f"{test.name}: {name + ' ' if name else ''}{why}" for name, why in problems.items()]
+    result.note = _clean("; ".join(dict.fromkeys(notes)), 500)
+    return result
+
+
+def _sandbox_or_warn(sandboxed: bool) -> str | None:
+    """bwrap's path when sandboxed (SandboxUnavailable when it cannot be used), else None."""
+    if sandboxed:
+        try:
+            return sb.check_bwrap()
+        except SandboxUnavailable as exc:
+            raise SandboxUnavailable(f"{exc}; {NO_SANDBOX}") from None
+    warnings.warn(UNSAFE_WARNING, RuntimeWarning, stacklevel=3)
+    return None
+
+
+def grade_submission(
+    path: str | Path,
+    autograder_dir: str | Path | None = None,
+    *,
+    profile: str | None = "smoke",
+    timeout: float = 1800,
+    memory_mb: float | None = DEFAULT_MEMORY_MB,
+    sandbox: bool = True,
+) -> GradeResult:
+    """Grade one submission (see :func:`grade`); never raises for a bad submission.
+
+    The result then has no questions and a ``note`` saying why (unknown
+    assignment, unreadable file, timeout). Raises
+    :class:`~fnlab.sandbox.SandboxUnavailable` when ``sandbox`` is on and bwrap
+    cannot be used.
+    """
+    graders = available_autograders(autograder_dir)
+    if not graders:
+        where = autograder_dir or default_grading_dir()
+        return GradeResult(str(path), None,
+                           note=f"no autograder zips in {where}: run `fnlab classroom student` first")
+    bwrap = _sandbox_or_warn(sandbox)
+    return _grade_one(Path(path), graders, bwrap=bwrap, profile=profile, timeout=timeout,
+                      memory_mb=memory_mb)
+
+
+def grade(
+    submissions: list[str | Path],
+    autograder_dir: str | Path | None = None,
+    out_csv: str | Path | None = None,
+    *,
+    profile: str | None = "smoke",
+    timeout: float = 1800,
+    memory_mb: float | None = DEFAULT_MEMORY_MB,
+    jobs: int = 1,
+    sandbox: bool = True,
+    progress=None,
+) -> list[GradeResult]:
+    """Grade submissions, ``jobs`` at a time, each in its own sandbox; write the CSV if asked.
+
+    ``profile`` (default ``"smoke"``) is injected after each submission's
+    ``parameters`` cell so grading stays fast (None: as submitted). ``timeout``:
+    seconds per submission, both steps together; ``memory_mb``: the memory cap
+    of each of its processes (None: no cap). ``sandbox=False`` runs student code
+    unsandboxed, with a :class:`RuntimeWarning` saying what that risks.
+    ``progress``: optional callable receiving each :class:`GradeResult` as it ends.
+    Results come in the order of ``submissions``, whatever ``jobs``.
+
+    >>> results = grade(["alice/00_welcome.ipynb", "bob/00_welcome.ipynb"],
+    ...                 "grading/", "grades.csv", jobs=2)  # doctest: +SKIP
+    >>> [(r.total, r.possible) for r in results]  # doctest: +SKIP
+    [(2.0, 2.0), (0.0, 2.0)]
+    """
+    missing = [str(s) for s in submissions if not Path(s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such submission: {', '.join(missing)}")
+    graders = available_autograders(autograder_dir)
+    if not graders:
+        where = autograder_dir or default_grading_dir()
+        results = [GradeResult(str(s), None, note=f"no autograder zips in {where}: run "
+                               "`fnlab classroom student` first") for s in submissions]
+    else:
+        bwrap = _sandbox_or_warn(sandbox)
+
+        def one(sub):
+            res = _grade_one(Path(sub), graders, bwrap=bwrap, profile=profile, timeout=timeout,
+                             memory_mb=memory_mb)
+            if progress:
+                progress(res)
+            return res
+
+        if jobs > 1 and len(submissions) > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                results = list(pool.map(one, submissions))
+        else:
+            results = [one(s) for s in submissions]
+    if out_csv:
+        write_grades_csv(results, out_csv)
+    return results
+
+
+def write_grades_csv(results: list[GradeResult], path: str | Path) -> Path:
+    """Write ``submission, notebook, question, score, max_score, note`` rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for res in results:
+            writer.writerows(res.rows())
+    return path
