@@ -23,6 +23,7 @@ help:
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make book     build the course book (offline) from the latest course run"
 	@echo "make student  write student copies of the notebooks (solutions removed) to student/"
+	@echo "make grade    grade SUBMISSIONS (default submissions/*.ipynb) in the sandbox into grades.csv"
 	@echo "make bench    run every benchmark and regenerate benchmarks/results and the README table"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -56,6 +57,11 @@ book: $(STAMP)
 
 student: $(STAMP)
 	$(PY) -m fnlab classroom student
+
+# SUBMISSIONS='submissions/*.ipynb' make grade: sandboxed grading (needs bwrap) into grades.csv
+SUBMISSIONS ?= submissions/*.ipynb
+grade: $(STAMP)
+	$(PY) -m fnlab classroom grade $(SUBMISSIONS) --out grades.csv
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
