@@ -1117,6 +1117,10 @@ def train_run(config=None, out_dir: str | Path | None = None, threshold_rule: st
     label = config.model
     val_pred = predict(result.model, val, tta=config.tta, model_name=label)
     test_pred = predict(result.model, test, tta=config.tta, model_name=label)
+    for pred, role in ((val_pred, "val"), (test_pred, "test")):
+        if pred.split != role:  # e.g. a cross-validation fold judged on its held-out part
+            pred.meta["source_split"] = pred.split
+            pred.split = role  # the Run's files are its val and test roles
     choice = choose_threshold(val_pred, threshold_rule, threshold_value)
     cfg = config.to_dict()
     extra = {

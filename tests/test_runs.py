@@ -182,3 +182,17 @@ def test_cache_key_follows_the_models_architecture_revision(monkeypatch):
     monkeypatch.setitem(models.ARCHITECTURE_REVISIONS, "attention_cnn", 99)
     assert config_key(att) != before[0], "a changed architecture must not reuse old weights"
     assert config_key(cnn) == before[1], "other models keep their cache"
+
+
+def test_a_fold_judged_on_its_held_out_part_is_cached_and_loads(tmp_path):
+    # notebook 08's cross-validation passes the held-out fold (split "val") as val and test;
+    # the Run's files are its val and test roles, and the cached Run must load again
+    data = tiny_data(seed=3)
+    held_out = data["val"]
+    fold = {"train": data["train"], "val": held_out, "test": held_out}
+    first = get_or_train(CFG, data=fold, root=tmp_path, ci=False)
+    again = get_or_train(CFG, data=fold, root=tmp_path, ci=False)
+    assert not first.cached and again.cached
+    assert (again.val.split, again.test.split) == ("val", "test")
+    assert again.test.meta["source_split"] == "val"
+    np.testing.assert_allclose(again.test.scores, again.val.scores)
