@@ -40,7 +40,7 @@ course: $(STAMP)
 # the tests never try the network: FNLAB_OFFLINE=1 (dataset=auto: cached official file or synthetic)
 test: $(STAMP)
 	$(PY) -m ruff check fnlab tests benchmarks tools notebooks
-	FNLAB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=600 $(PYTEST_ARGS)
+	FNLAB_OFFLINE=1 FNLAB_STATIC_WIDGETS=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=600 $(PYTEST_ARGS)
 	@if [ "$(CLAIMS)" != "no" ]; then \
 	    FNLAB_OFFLINE=1 $(PY) -m fnlab course run --profile $(PROFILE) --dataset $(DATASET) \
 	        --offline --check-claims --no-progress \

@@ -30,6 +30,8 @@ OFFLINE_ENV = "FNLAB_OFFLINE"
 #: download): ``dataset="auto"`` and ``"pneumoniamnist"`` then load it, with a warning when
 #: its checksum is not the official one. ``fnlab course run --data-path FILE`` sets it.
 PNEUMONIAMNIST_ENV = "FNLAB_PNEUMONIAMNIST"
+#: 1 where no browser drives the kernel (batch runs): widgets render as static outputs.
+STATIC_WIDGETS_ENV = "FNLAB_STATIC_WIDGETS"
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: Project root when fnlab runs from a checkout (the folder holding pyproject.toml), else None.

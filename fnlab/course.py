@@ -30,7 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnlab import __version__
-from fnlab.config import OFFLINE_ENV, PNEUMONIAMNIST_ENV, PROJECT_ROOT, offline_mode
+from fnlab.config import (
+    OFFLINE_ENV,
+    PNEUMONIAMNIST_ENV,
+    PROJECT_ROOT,
+    STATIC_WIDGETS_ENV,
+    offline_mode,
+)
 from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 from fnlab.recording import RECORD_ENV, claim_problems, format_claim, read_claims, read_record
 
@@ -299,8 +305,10 @@ def run_course(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = CourseResult(out_dir, profile, dataset, params, [],
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    saved = {name: os.environ.get(name) for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV)}
+    saved = {name: os.environ.get(name)
+             for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV, STATIC_WIDGETS_ENV)}
     try:
+        os.environ[STATIC_WIDGETS_ENV] = "1"  # no browser: widgets render as static outputs
         if data_path is not None:
             os.environ[PNEUMONIAMNIST_ENV] = str(data_path)
         result.dataset_note = _prepare_dataset(dataset, offline)

@@ -9,6 +9,14 @@ Contract used by the browser test: a ``FloatSlider`` described ``"threshold"`` a
 ``HTML`` readout with CSS class ``fnlab-readout`` whose text holds
 ``"TP=<n> FP=<n> TN=<n> FN=<n>"``.
 
+In a batch run (papermill, nbval: no browser to move a slider) set
+``FNLAB_STATIC_WIDGETS=1`` (``fnlab course run`` and ``make test`` do): the explorer
+then shows its readout and figure as ordinary outputs, with no live widget.  Live
+ipywidgets in a kernel driven by nbclient occasionally left a cell waiting forever
+(twice in notebook 04 in the lessons benchmark, kernel idle, client waiting for the
+reply; compare jupyter/nbclient#312), and a book or executed notebook cannot move them
+anyway.
+
 Example
 -------
 >>> from fnlab.predictions import Predictions
@@ -24,18 +32,34 @@ True
 from __future__ import annotations
 
 import html
+import os
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fnlab.config import STATIC_WIDGETS_ENV
 from fnlab.operating import threshold_state
 from fnlab.plots import threshold_panel
 from fnlab.predictions import Predictions
 from fnlab.thresholds import min_cost_threshold
 
 __all__ = ["ThresholdExplorer", "threshold_explorer", "threshold_state", "readout_html",
-           "min_cost_state"]
+           "min_cost_state", "static_widgets", "STATIC_ENV"]
+
+STATIC_ENV = STATIC_WIDGETS_ENV
+
+
+def static_widgets() -> bool:
+    """True when ``$FNLAB_STATIC_WIDGETS`` asks for static outputs (batch runs).
+
+    >>> import os
+    >>> os.environ["FNLAB_STATIC_WIDGETS"] = "1"; static_widgets()
+    True
+    >>> del os.environ["FNLAB_STATIC_WIDGETS"]; static_widgets()
+    False
+    """
+    return os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def readout_html(state: dict) -> str:
@@ -70,13 +94,17 @@ class ThresholdExplorer:
     tune_preds : Predictions used to choose the minimum-cost threshold (default: ``preds``).
         Choose thresholds on validation, never on test.
     prevalence : starting prevalence for the per-1,000 numbers (default: the data's).
+    static : show a static readout and figure instead of live widgets (default:
+        :func:`static_widgets`, i.e. ``$FNLAB_STATIC_WIDGETS``).
     """
 
     def __init__(self, preds: Predictions, images: np.ndarray | None = None,
                  tune_preds: Predictions | None = None, threshold: float = 0.5,
                  prevalence: float | None = None, cost_ratio: float = 5.0,
-                 show_figure: bool = True, masks: np.ndarray | None = None):
+                 show_figure: bool = True, masks: np.ndarray | None = None,
+                 static: bool | None = None):
         self.preds, self.images, self.masks = preds, images, masks
+        self.static = static_widgets() if static is None else bool(static)
         self.tune_preds = tune_preds or preds
         self.show_figure = show_figure
         prev0 = preds.binary_truth().mean() if prevalence is None else prevalence
@@ -109,7 +137,7 @@ class ThresholdExplorer:
     def _update(self, change=None) -> None:
         state = self.state
         self.readout.value = readout_html(state)
-        if not self.show_figure:
+        if not self.show_figure or self.static:  # static: drawn once, when displayed
             return
         from IPython.display import display
 
@@ -137,9 +165,21 @@ class ThresholdExplorer:
         ])
 
     def _ipython_display_(self):  # shows itself when it is the last value of a cell
-        from IPython.display import display
+        from IPython.display import HTML, display
 
-        display(self.widget())
+        if not self.static:
+            display(self.widget())
+            return
+        state = self.state
+        display(HTML(f"<p><i>Static view (a batch run has no sliders to move): threshold "
+                     f"{state['threshold']:.2f}, prevalence {state['prevalence']:.2f}. Open the "
+                     "notebook in JupyterLab to explore.</i></p>" + self.readout.value
+                     + f"<p>{self.cost_text.value}</p>"))
+        if self.show_figure:
+            self.fig = threshold_panel(self.preds, state["threshold"], state["prevalence"],
+                                       images=self.images, masks=self.masks)
+            display(self.fig)
+            plt.close(self.fig)
 
 
 def threshold_explorer(preds: Predictions, **kwargs) -> ThresholdExplorer:

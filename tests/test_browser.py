@@ -135,6 +135,7 @@ def lab(tmp_path):
                JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), IPYTHONDIR=str(home / "ipython"))
     env.pop("FNLAB_RECORD", None)
+    env.pop("FNLAB_STATIC_WIDGETS", None)  # a browser drives this kernel: live widgets
     port, token = _free_port(), secrets.token_hex(16)
     as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # CI containers
     log = tmp_path / "jupyterlab.log"

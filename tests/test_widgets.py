@@ -76,7 +76,7 @@ def test_min_cost_threshold_falls_as_misses_get_dearer(preds):
 
 
 def test_slider_moves_the_readout_and_snaps_to_min_cost(preds):
-    ui = ThresholdExplorer(preds, show_figure=False)
+    ui = ThresholdExplorer(preds, static=False, show_figure=False)
     before = ui.readout.value
     ui.threshold.value = 0.2
     after = ui.readout.value
@@ -92,7 +92,7 @@ def test_slider_moves_the_readout_and_snaps_to_min_cost(preds):
 
 def test_widget_draws_the_panel_with_gallery(preds):
     images = np.random.default_rng(1).integers(0, 255, (len(preds), 16, 16), dtype=np.uint8)
-    ui = ThresholdExplorer(preds, images=images, show_figure=True)
+    ui = ThresholdExplorer(preds, static=False, images=images, show_figure=True)
     assert ui.fig is not None and len(ui.fig.axes) >= 4
     first = ui.fig
     ui.threshold.value = 0.7
@@ -120,7 +120,7 @@ def test_missed_case_gallery_outlines_the_lesion_masks(preds):
     assert all(ax.collections for ax in gallery)  # a contour per missed case
     plain = threshold_panel(preds, 0.5, images=images, max_gallery=4)
     assert not any(ax.collections for ax in plain.axes if ax.get_title().startswith("missed"))
-    ui = ThresholdExplorer(preds, images=images, masks=masks, show_figure=True)
+    ui = ThresholdExplorer(preds, static=False, images=images, masks=masks, show_figure=True)
     assert any(ax.collections for ax in ui.fig.axes if ax.get_title().startswith("missed"))
     plt.close("all")
 
@@ -130,3 +130,27 @@ def test_state_agrees_with_metrics(preds):
     m = binary_metrics(preds, 0.42)
     for k in ("tp", "fp", "tn", "fn", "sensitivity", "specificity", "auc"):
         assert s[k] == m[k]
+
+
+def test_batch_runs_get_a_static_view_with_no_live_widget(preds, monkeypatch):
+    # FNLAB_STATIC_WIDGETS=1 (fnlab course run, make test): readout and figure as plain outputs
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    monkeypatch.setenv("FNLAB_STATIC_WIDGETS", "1")
+    images = np.zeros((len(preds), 8, 8), np.uint8)
+    ui = ThresholdExplorer(preds, images=images, threshold=0.4)
+    assert ui.static and ui.fig is None  # nothing drawn into a live Output widget
+    assert "FN=" in ui.readout.value  # the state is still computed
+    InteractiveShell.instance()
+    with capture_output() as shown:
+        ui._ipython_display_()
+    kinds = [sorted(o.data) for o in shown.outputs]
+    figure = [o for o in shown.outputs  # a PNG under the inline backend, its repr under Agg
+              if "image/png" in o.data or o.data.get("text/plain", "").startswith("<Figure")]
+    assert any("text/html" in k for k in kinds) and figure and ui.fig is not None
+    assert not any("application/vnd.jupyter.widget-view+json" in k for k in kinds)
+    html = next(o.data["text/html"] for o in shown.outputs if "text/html" in o.data)
+    assert "Static view" in html and readout_html(ui.state) in html and "0.40" in html
+    assert ThresholdExplorer(preds, show_figure=False, static=False).static is False
+    plt.close("all")
