@@ -4,4 +4,5 @@ import sys
 
 from fnlab.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned Dask worker may import this module
+    sys.exit(main())

@@ -259,6 +259,7 @@ def run_course(
     cell_timeout: int | None = 1800,
     offline: bool | None = None,
     data_path: str | Path | None = None,
+    folder: str | Path | None = None,
 ) -> CourseResult:
     """Execute the course notebooks in order and write the run report.
 
@@ -273,7 +274,8 @@ def run_course(
     kernel waits for the network again; the report's ``dataset_note`` says what was
     used and why. ``data_path`` names a PneumoniaMNIST ``.npz`` explicitly (a rebuilt or
     variant file): ``auto`` and ``pneumoniamnist`` use it in every notebook
-    (``$FNLAB_PNEUMONIAMNIST`` in the kernels' environment).
+    (``$FNLAB_PNEUMONIAMNIST`` in the kernels' environment). ``folder``: where the
+    notebooks are (default: the checkout's ``notebooks/``).
     """
     validate_choices(profile, dataset)
     if data_path is not None:
@@ -283,9 +285,9 @@ def run_course(
         if dataset not in ("auto", "pneumoniamnist"):
             raise ValueError(f"--data-path names a PneumoniaMNIST .npz; it cannot be used with "
                              f"--dataset {dataset}")
-    paths = select_notebooks(notebooks)
+    paths = select_notebooks(notebooks, folder)
     if not paths:
-        raise ValueError(f"no notebooks found in {notebooks_dir()}")
+        raise ValueError(f"no notebooks found in {folder or notebooks_dir()}")
     import papermill as pm
     from tqdm.auto import tqdm
 

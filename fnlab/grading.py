@@ -317,22 +317,33 @@ def _write_plans(tests: list, folder: Path) -> None:
 
 
 def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
-               profile: str | None, timeout: float, memory_mb: float | None) -> GradeResult:
-    result = GradeResult(str(path), None)
+               profile: str | None, timeout: float, memory_mb: float | None,
+               names: dict[str, str] | None = None) -> GradeResult:
+    """Grade one submission. ``names``: paths to show instead of the ones read here (a
+    Dask worker grades copies; its CSV must name the files as the instructor gave them)."""
+    names = names or {}
+
+    def clean(text, limit: int = 300) -> str:
+        text = str(text)
+        for here, shown in names.items():
+            text = text.replace(here, shown)
+        return _clean(text, limit)
+
+    result = GradeResult(names.get(str(path), str(path)), None)
     try:
         assignment = submission_assignment(path, list(graders))
     except ValueError as exc:
-        result.note = _clean(exc)
+        result.note = clean(exc)
         return result
     result.notebook = assignment
     if assignment not in graders:
-        result.note = _clean(f"cannot tell which assignment {path.name} is (found {assignment!r}); "
-                             f"autograders: {', '.join(sorted(graders))}")
+        result.note = clean(f"cannot tell which assignment {path.name} is (found {assignment!r}); "
+                            f"autograders: {', '.join(sorted(graders))}")
         return result
     try:
         tests = load_tests(graders[assignment])
     except ValueError as exc:
-        result.note = _clean(exc)
+        result.note = clean(exc)
         return result
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="fnlab-grade-", ignore_cleanup_errors=True) as tmp:
@@ -341,7 +352,7 @@ def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
         try:
             notebook = _prepare_submission(path, assignment, steps.scratch, profile)
         except Exception as exc:  # noqa: BLE001 - a bad submission must not stop the batch
-            result.note = _clean(f"{path}: cannot prepare for grading ({exc})")
+            result.note = clean(f"{path}: cannot prepare for grading ({exc})")
             return result
         ran = steps.execute(notebook, max(1.0, deadline - time.monotonic()))
         if ran.timed_out:
@@ -361,8 +372,8 @@ def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
             return result
         answer = autograde.parse_result(checked.output, nonce)
     if answer is None:
-        result.note = _clean(f"the check step gave no result (exit {checked.returncode}"
-                             f"{_bwrap_error(checked.output)})")
+        result.note = clean(f"the check step gave no result (exit {checked.returncode}"
+                            f"{_bwrap_error(checked.output)})")
         return result
     for test in tests:
         got = answer.get(test.name) if isinstance(answer.get(test.name), dict) else {}
@@ -374,7 +385,7 @@ def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
         result.questions.append({"name": test.name, "score": score, "max_score": possible})
         problems = got.get("problems") if isinstance(got.get("problems"), dict) else {}
         notes += [f"{test.name}: {name + ' ' if name else ''}{why}" for name, why in problems.items()]
-    result.note = _clean("; ".join(dict.fromkeys(notes)), 500)
+    result.note = clean("; ".join(dict.fromkeys(notes)), 500)
     return result
 
 
@@ -426,8 +437,17 @@ def grade(
     jobs: int = 1,
     sandbox: bool = True,
     progress=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    client=None,
 ) -> list[GradeResult]:
     """Grade submissions, ``jobs`` at a time, each in its own sandbox; write the CSV if asked.
+
+    ``scheduler`` (``"local"`` or a Dask scheduler address, see :mod:`fnlab.cluster`;
+    ``workers`` sizes a local cluster) or ``client`` (a ``distributed.Client``): grade
+    on Dask workers instead of ``jobs`` threads here, each submission inside the
+    grading sandbox of the worker that grades it (:func:`grade_on_dask`); the CSV is
+    the same.
 
     ``profile`` (default ``"smoke"``) is injected after each submission's
     ``parameters`` cell so grading stays fast (None: as submitted). ``timeout``:
@@ -450,6 +470,10 @@ def grade(
         where = autograder_dir or default_grading_dir()
         results = [GradeResult(str(s), None, note=f"no autograder zips in {where}: run "
                                "`fnlab classroom student` first") for s in submissions]
+    elif scheduler is not None or client is not None:
+        results = grade_on_dask(submissions, graders, scheduler=scheduler, workers=workers,
+                                client=client, profile=profile, timeout=timeout,
+                                memory_mb=memory_mb, sandbox=sandbox, progress=progress)
     else:
         bwrap = _sandbox_or_warn(sandbox)
 
@@ -467,6 +491,107 @@ def grade(
             results = [one(s) for s in submissions]
     if out_csv:
         write_grades_csv(results, out_csv)
+    return results
+
+
+# --------------------------------------------------------------------------- on Dask workers
+
+
+def _worker_bwrap() -> tuple[str | None, str]:
+    """(bwrap's path, "") on this worker when it can build a sandbox, else (None, why)."""
+    try:
+        return sb.check_bwrap(), ""
+    except SandboxUnavailable as exc:
+        import socket
+
+        return None, f"{socket.gethostname()}: {exc}"
+
+
+def _grade_shipped(shown: str, filename: str, notebook: bytes, graders: dict[str, tuple],
+                   *, sandbox: bool, profile: str | None, timeout: float,
+                   memory_mb: float | None) -> GradeResult:
+    """A Dask task: grade one submission from its bytes, on this worker, in its sandbox.
+
+    ``graders``: assignment -> (zip path on the instructor's machine, zip bytes). The
+    files are written to a temporary folder here (the workers need no shared file
+    system); the result names them as the instructor did.
+    """
+    bwrap = None
+    if sandbox:
+        bwrap, why = _worker_bwrap()
+        if bwrap is None:
+            return GradeResult(shown, None, note=_clean(f"not graded: no sandbox on this "
+                                                        f"worker ({why})"))
+    with tempfile.TemporaryDirectory(prefix="fnlab-grade-dask-") as tmp:
+        names, local = {}, {}
+        (Path(tmp) / "grading").mkdir()
+        for assignment, (zip_shown, blob) in graders.items():
+            zp = Path(tmp) / "grading" / Path(zip_shown).name
+            zp.write_bytes(blob)
+            local[assignment], names[str(zp)] = zp, str(zip_shown)
+        sub = Path(tmp) / "submission" / filename
+        sub.parent.mkdir()
+        sub.write_bytes(notebook)
+        names[str(sub)] = shown
+        return _grade_one(sub, local, bwrap=bwrap, profile=profile, timeout=timeout,
+                          memory_mb=memory_mb, names=names)
+
+
+def grade_on_dask(submissions: list[str | Path], graders: dict[str, Path], *,
+                  scheduler: str | None = "local", workers: int | None = None, client=None,
+                  profile: str | None = "smoke", timeout: float = 1800,
+                  memory_mb: float | None = DEFAULT_MEMORY_MB, sandbox: bool = True,
+                  progress=None, retries: int = 2) -> list[GradeResult]:
+    """Grade ``submissions`` on Dask workers (see :func:`grade`), in their order.
+
+    Each submission and the autograder zips travel to the worker as bytes, so the
+    workers need no shared folder; each worker grades in its own bubblewrap sandbox
+    (the per-submission steps of :func:`grade`). Before anything runs, every worker
+    present must be able to build a sandbox (else :class:`SandboxUnavailable`); a
+    worker that joins later and cannot is named in that submission's note.
+    ``sandbox=False`` grades unsandboxed with the :data:`UNSAFE_WARNING`.
+
+    >>> grade_on_dask(["alice/00_welcome.ipynb"], available_autograders("grading/"),
+    ...               scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+    """
+    from contextlib import nullcontext
+
+    from distributed import as_completed
+
+    from fnlab.cluster import connect
+
+    if not sandbox:
+        warnings.warn(UNSAFE_WARNING, RuntimeWarning, stacklevel=3)
+    blobs = {a: (str(zp), Path(zp).read_bytes()) for a, zp in graders.items()}
+    subs = [(str(s), Path(s).name, Path(s).read_bytes()) for s in submissions]
+    ctx = nullcontext(client) if client is not None else connect(
+        scheduler or "local", workers, allowed_failures=retries)
+    with ctx as cl:
+        if sandbox:
+            probes = cl.run(_worker_bwrap)
+            missing = {w: why for w, (path, why) in probes.items() if path is None}
+            if missing:
+                raise SandboxUnavailable(
+                    f"no bubblewrap sandbox on Dask worker(s) {', '.join(sorted(missing))} "
+                    f"({next(iter(missing.values()))}); {NO_SANDBOX}")
+        [shared] = cl.scatter([blobs], broadcast=True)
+        futures = [cl.submit(_grade_shipped, shown, name, data, shared, sandbox=sandbox,
+                             profile=profile, timeout=timeout, memory_mb=memory_mb,
+                             pure=False, retries=retries, key=f"fnlab-grade-{i}-"
+                             f"{secrets.token_hex(4)}")
+                   for i, (shown, name, data) in enumerate(subs)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[GradeResult | None] = [None] * len(futures)
+        for fut in as_completed(futures, loop=cl.loop):
+            i = index[fut.key]
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker must not lose the batch
+                res = GradeResult(subs[i][0], None, note=_clean(
+                    f"not graded: the Dask task failed ({type(exc).__name__}: {exc})"))
+            results[i] = res
+            if progress:
+                progress(res)
     return results
 
 

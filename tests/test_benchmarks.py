@@ -227,3 +227,19 @@ def test_common_helpers():
     assert C.jsonable({"x": float("inf")}) == {"x": None}
     table = C.markdown_table(["m", "auc"], [["a|b", 0.5]])
     assert "a\\|b" in table and "|---|---:|" in table
+
+
+@pytest.mark.slow
+def test_lessons_speedup_smoke(tmp_path):
+    """bench_lessons.py --speedup: the same grid on a 1-worker and a 2-worker Dask cluster."""
+    out = tmp_path / "lessons_speedup.json"
+    proc = _run("bench_lessons.py", "--speedup", "--smoke", "--out", str(out))
+    assert proc.returncode == 0 and out.is_file(), (proc.stdout + proc.stderr)[-3000:]
+    data = json.loads(out.read_text())
+    _check_schema(data, "lessons_speedup")
+    runs = data["figures"]["runs"]
+    assert [r["workers"] for r in runs] == [1, 2]
+    assert all(r["cells_ok"] == r["cells"] == 2 for r in runs)
+    assert runs[0]["speedup"] == 1.0 and runs[1]["speedup"] > 0
+    assert data["figures"]["speedup"] == runs[1]["speedup"]
+    assert data["goals"][0]["goal"].startswith("a 2-worker local cluster")

@@ -37,7 +37,8 @@ def register(subparsers) -> None:
         "(read-only system, no network, private /tmp, only its own scratch folder writable, no "
         "view of the solutions or hidden tests, every process killed when it ends) and is scored "
         "in a second, fresh sandbox from snapshots of its variables. Exits 1 when a submission "
-        "could not be graded (its TOTAL row says why), 2 on a bad argument or without bwrap.",
+        "could not be graded (its TOTAL row says why), 2 on a bad argument, without bwrap or with "
+        "an unreachable --scheduler.",
     )
     grade.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebooks to grade")
     grade.add_argument("--autograder", default=None, metavar="DIR",
@@ -52,6 +53,13 @@ def register(subparsers) -> None:
                        help="memory cap of each process of a submission, in MiB (RLIMIT_DATA; "
                        f"default: {DEFAULT_MEMORY_MB})")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument("--scheduler", default=None,
+                       help="grade on Dask workers instead: local (a LocalCluster on this "
+                       "machine) or a scheduler address tcp://HOST:PORT; each worker grades in "
+                       "its own bubblewrap sandbox, and the CSV is the same")
+    grade.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="workers of the local cluster with --scheduler local (default: one "
+                       "per core, as memory allows)")
     grade.add_argument("--unsafe-no-sandbox", action="store_true",
                        help="run student code without the bubblewrap sandbox (UNSAFE: it can read "
                        "the solutions, change files, use the network and fake its scores)")
@@ -84,6 +92,7 @@ def _grade(args: argparse.Namespace) -> int:
     import warnings
 
     from fnlab.cli import UsageError
+    from fnlab.cluster import SchedulerUnreachable
     from fnlab.grading import UNSAFE_WARNING, SandboxUnavailable, available_autograders, grade
 
     choices = [*PROFILES, AS_SUBMITTED]
@@ -91,6 +100,18 @@ def _grade(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown profile {args.profile!r}; choose one of: {', '.join(choices)}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, not {args.jobs}")
+    if args.scheduler is not None:
+        from fnlab.cluster import check_scheduler
+
+        try:
+            check_scheduler(args.scheduler)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.jobs > 1:
+            raise UsageError("--jobs grades with threads on this machine; with --scheduler the "
+                             "Dask workers set how many submissions run at once")
+    if args.workers is not None and (args.scheduler != "local" or args.workers < 1):
+        raise UsageError("--workers N (N >= 1) sizes the cluster of --scheduler local")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout must be > 0 seconds, not {args.timeout:g}")
     if not (math.isfinite(args.memory) and args.memory >= 256):
@@ -118,8 +139,9 @@ def _grade(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message="WARNING: --unsafe-no-sandbox")
             results = grade(args.submissions, args.autograder, args.out, profile=profile,
                             timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
-                            sandbox=not args.unsafe_no_sandbox, progress=show)
-    except SandboxUnavailable as exc:
+                            sandbox=not args.unsafe_no_sandbox, progress=show,
+                            scheduler=args.scheduler, workers=args.workers)
+    except (SandboxUnavailable, SchedulerUnreachable) as exc:
         raise UsageError(str(exc)) from None
     failed = [r for r in results if not r.questions]
     print(f"grades: {args.out} ({len(results) - len(failed)} graded, {len(failed)} not graded)")
