@@ -542,7 +542,8 @@ def model_card(run, *, intended_use: str | None = None, out_of_scope: str | None
 
 
 def write_model_card(run, path: str | Path | None = None, **kwargs) -> Path:
-    """Write :func:`model_card` to ``path`` (default ``<run folder>/model_card.md``).
+    """Write :func:`model_card` to ``path`` (default ``<run folder>/model_card.md``, added
+    to the Run and signed with it by :func:`fnlab.runs.add_document`).
 
     Keyword arguments go to :func:`model_card`. Returns the path written.
 
@@ -554,11 +555,13 @@ def write_model_card(run, path: str | Path | None = None, **kwargs) -> Path:
     >>> out.read_text().startswith("# Model card")
     True
     """
-    if path is None:
+    if path is None:  # inside the Run folder: added and signed with the Run
         folder = getattr(run, "path", None)
         if folder is None:
             raise ValueError("write_model_card: pass a path (this run has no folder)")
-        path = Path(folder) / "model_card.md"
+        from fnlab.runs import add_document
+
+        return add_document(folder, "model_card.md", model_card(run, **kwargs))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = model_card(run, **kwargs)

@@ -94,6 +94,8 @@ from fnlab.predictions import Predictions
 
 __all__ = [
     "CHECKPOINT",
+    "OPTIONAL_FILES",
+    "add_document",
     "REQUIRED_FILES",
     "Run",
     "RunError",
@@ -119,6 +121,8 @@ TEST_PREDICTIONS = "test_predictions.npz"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 REQUIRED_FILES = (CHECKPOINT, CONFIG, HISTORY, VAL_PREDICTIONS, TEST_PREDICTIONS, METRICS)
+#: Documents derived from a Run that may be added to its folder (signed with it).
+OPTIONAL_FILES = ("model_card.md",)
 CHECKPOINT_FORMAT = "fnlab-checkpoint"
 CHECKPOINT_VERSION = 1
 MANIFEST_FORMAT = "fnlab-run-manifest"
@@ -900,7 +904,7 @@ def clean_stale(parent: str | Path, max_age: float = STALE_SECONDS,
 
 def _is_run_entry(name: str) -> bool:
     """A name a Run folder may hold (its files, their temporary files, tool clutter)."""
-    run_names = (*REQUIRED_FILES, MANIFEST)
+    run_names = (*REQUIRED_FILES, *OPTIONAL_FILES, MANIFEST)
     if name in run_names or name in _CLUTTER:
         return True
     base = name.lstrip(".")
@@ -1244,3 +1248,29 @@ def get_or_train(config=None, threshold_rule: str = "recall",
         clean_stale(root, legacy=True)
         return train_run(config, out_dir=path, threshold_rule=threshold_rule,
                          threshold_value=threshold_value, data=data, ci=ci, overwrite=True)
+
+
+def add_document(run_path: str | Path, name: str, text: str) -> Path:
+    """Add a document derived from a Run (``model_card.md``) to its folder, signed.
+
+    The Run is verified first (a tampered Run is never re-signed), the file is written
+    whole, and the manifest is written again to cover it, all under the Run's cache
+    lock, so the Run stays loadable (a file the manifest does not list is refused).
+
+    >>> add_document("/nonexistent", "notes.txt", "x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fnlab.runs.RunError: notes.txt: a Run folder takes only these documents: model_card.md
+    """
+    if name not in OPTIONAL_FILES:
+        raise RunError(f"{name}: a Run folder takes only these documents: "
+                       f"{', '.join(OPTIONAL_FILES)}")
+    path = Path(run_path)
+    with _cache_lock(path.parent, path.name):
+        Run.load(path)  # verified before anything is signed
+        target = path / name
+        tmp = path / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+        sign_run(path)
+    return target

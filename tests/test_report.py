@@ -175,8 +175,14 @@ def test_bad_input_is_named(stand_in):
 
 
 def test_write_model_card_default_path(stand_in):
-    out = write_model_card(stand_in, prevalence=0.05)
-    assert out == stand_in.path / "model_card.md"
+    # the default place is inside a Run folder, signed with it (a real Run: the next test and
+    # tests/test_runs.py); a folder that is not a verified Run takes no card
+    from fnlab.runs import RunError
+
+    with pytest.raises(RunError):
+        write_model_card(stand_in, prevalence=0.05)
+    assert not (stand_in.path / "model_card.md").exists()
+    out = write_model_card(stand_in, stand_in.path / "card.md", prevalence=0.05)
     assert out.read_text(encoding="utf-8") == model_card(stand_in, prevalence=0.05)
     stand_in.path = None
     with pytest.raises(ValueError, match="pass a path"):

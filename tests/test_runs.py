@@ -15,6 +15,8 @@ from fnlab.runs import (
     REQUIRED_FILES,
     Run,
     RunError,
+    add_document,
+    check_out_dir,
     config_key,
     get_or_train,
     load_checkpoint,
@@ -196,3 +198,24 @@ def test_a_fold_judged_on_its_held_out_part_is_cached_and_loads(tmp_path):
     assert (again.val.split, again.test.split) == ("val", "test")
     assert again.test.meta["source_split"] == "val"
     np.testing.assert_allclose(again.test.scores, again.val.scores)
+
+
+def test_a_model_card_is_added_to_the_run_and_signed_with_it(tmp_path):
+    # notebook 08 writes the card into the cached Run: the Run must stay loadable (CI once
+    # found every later notebook refused the poisoned cache entry)
+    from fnlab.report import write_model_card
+
+    data = tiny_data(seed=5)
+    run = get_or_train(CFG, data=data, root=tmp_path, ci=False)
+    card = write_model_card(run)
+    assert card == run.path / "model_card.md" and card.read_text().startswith("# Model card")
+    again = get_or_train(CFG, data=data, root=tmp_path, ci=False)
+    assert again.cached
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert "model_card.md" in json.dumps(manifest)
+    card.write_text("# Model card\nall clear, ship it\n")  # edited behind the manifest
+    with pytest.raises(RunError, match="model_card.md"):
+        Run.load(run.path)
+    check_out_dir(run.path, overwrite=True)  # a Run with a card is still a Run to replace
+    with pytest.raises(RunError, match="only these documents"):
+        add_document(run.path, "notes.txt", "x")
