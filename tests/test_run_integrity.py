@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import tiny_data as _tiny_data
 
 import fnlab.runs as runs
 from fnlab.cli import main
-from fnlab.data.imageset import ImageSet
 from fnlab.runs import (
     Run,
     RunError,
@@ -41,16 +41,9 @@ linux_fork = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="simulates kill -9 with a forked child (Linux)")
 
 
+
 def tiny_data(seed=0, n=40, size=16):
-    rng = np.random.default_rng(seed)
-
-    def make(split, k):
-        y = np.arange(k) % 2
-        x = (rng.random((k, size, size)) * 90).astype(np.uint8)
-        x[y == 1, 4:10, 4:12] += 120
-        return ImageSet(x, y, split=split, source="tiny")
-
-    return {"train": make("train", n), "val": make("val", 20), "test": make("test", 20)}
+    return _tiny_data(seed, n, size, n_eval=20)
 
 
 CFG = TrainConfig(dataset="tiny", model="smallcnn", model_kwargs={"width": 8}, epochs=1,

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from support import tiny_data
 
 from fnlab import models
-from fnlab.data.imageset import ImageSet
 from fnlab.runs import (
     REQUIRED_FILES,
     Run,
@@ -28,18 +28,6 @@ from fnlab.train import TrainConfig, predict
 
 REQUIRED_SPLIT_KEYS = {"n", "auc", "auc_ci", "sensitivity", "specificity", "ppv", "npv", "f1",
                        "tp", "fp", "tn", "fn", "threshold", "threshold_rule"}
-
-
-def tiny_data(seed=0, n=80, size=16):
-    rng = np.random.default_rng(seed)
-
-    def make(split, k):
-        y = np.arange(k) % 2
-        x = (rng.random((k, size, size)) * 90).astype(np.uint8)
-        x[y == 1, 4:10, 4:12] += 120
-        return ImageSet(x, y, split=split, source="tiny")
-
-    return {"train": make("train", n), "val": make("val", 40), "test": make("test", 40)}
 
 
 CFG = TrainConfig(dataset="tiny", model="smallcnn", model_kwargs={"width": 8}, epochs=2,

@@ -7,7 +7,6 @@ reason, where bwrap cannot build a sandbox (`.ci/run` installs it).
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import subprocess
@@ -21,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import kill_processes_with as _kill
+from support import processes_with as _alive
 
 from fnlab import autograde, sandbox, snapshot
 
@@ -35,27 +36,6 @@ def _bwrap_or_skip() -> str:
 @pytest.fixture
 def bwrap():
     return _bwrap_or_skip()
-
-
-def _alive(marker: str) -> list[int]:
-    """Pids of processes whose command line holds ``marker``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
-def _kill(marker: str) -> None:
-    for pid in _alive(marker):
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
 
 
 def _marker() -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from support import kill_processes_with as _kill
+from support import processes_with as _alive
 
 from fnlab import classroom, grading, sandbox
 from fnlab.cli import main
@@ -110,28 +112,6 @@ MEMHOG = [STUB, "try:\n    hog = bytearray(1536 * 2**20)\n    sensitivity = 0.92
 # Never ends, and leaves a detached process behind.
 HANG = [STUB, 'import subprocess, time\nsubprocess.Popen(["setsid", "sleep", "MARKER"], '
         'start_new_session=True)\nwhile True:\n    time.sleep(1)', *UNANSWERED]
-
-
-def _alive(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
-def _kill(marker: str) -> None:
-    import os
-
-    for pid in _alive(marker):
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
 
 
 class Listener:
