@@ -130,6 +130,9 @@ MANIFEST_FORMAT = "fnlab-run-manifest"
 MANIFEST_VERSION = 2
 #: Config fields that do not change the trained weights' meaning (left out of the cache key).
 _KEY_EXCLUDE = ("device", "num_workers", "progress")
+#: Config fields added after Runs were cached: left out of the key at these defaults, so
+#: the keys of earlier Runs stay valid.
+_KEY_LATER_DEFAULTS = {"ema": None, "mixup": 0.0, "label_smoothing": 0.0}
 #: Hidden entries that tools drop into folders: ignored by the manifest, removed by a replace.
 _CLUTTER = (".DS_Store", ".ipynb_checkpoints")
 #: A temporary folder of a writer older than this is stale even when its owner is unknown.
@@ -1069,7 +1072,8 @@ def config_key(config, data: dict[str, ImageSet] | None = None) -> str:
     from fnlab.models import ARCHITECTURE_REVISIONS
 
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    d = {k: v for k, v in d.items() if k not in _KEY_EXCLUDE}
+    d = {k: v for k, v in d.items() if k not in _KEY_EXCLUDE
+         and not (k in _KEY_LATER_DEFAULTS and v == _KEY_LATER_DEFAULTS[k])}
     key = {"config": _jsonable(d), "fnlab": __version__,
            "data": data_fingerprint(data) if data is not None else None}
     revision = ARCHITECTURE_REVISIONS.get(d.get("model"))

@@ -108,6 +108,15 @@ class TrainConfig:
     augment: str | None = "xray"
     balanced_sampler: bool = False
     tta: bool = False
+    #: exponential moving average of the weights (decay per step, e.g. 0.99); the
+    #: averaged weights are validated and kept (None = off)
+    ema: float | None = None
+    #: mixup: images and their losses mixed in pairs with a Beta(alpha, alpha)
+    #: weight (0 = off; 0.2 is a common choice)
+    mixup: float = 0.0
+    #: label smoothing for binary tasks: each image's loss mixes ``1 - eps/2`` of its
+    #: label's loss with ``eps/2`` of the other label's (0 = off)
+    label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -137,6 +146,12 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.patience is not None and int(self.patience) < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.ema is not None and not 0.0 < float(self.ema) < 1.0:
+            raise ValueError(f"ema must be a decay in (0, 1) or None, got {self.ema}")
+        if not float(self.mixup) >= 0.0:
+            raise ValueError(f"mixup must be an alpha >= 0 (0 = off), got {self.mixup}")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def to_dict(self) -> dict:
         """A JSON-safe dict of every field."""
@@ -448,6 +463,19 @@ def _improved(value: float, best: float | None, monitor: str | None) -> bool:
     return value > best if monitor == "val_auc" else value < best
 
 
+def _train_loss(loss_fn: nn.Module, logits: torch.Tensor, targets: torch.Tensor,
+                smoothing: float, binary: bool) -> torch.Tensor:
+    """The training loss, with binary label smoothing as a mix of the two labels' losses.
+
+    For BCE this equals the loss on the smoothed target ``y (1 - eps) + eps / 2``; for a
+    weighted or cost-sensitive loss each label keeps its own weight.
+    """
+    loss = loss_fn(logits, targets)
+    if smoothing and binary:
+        loss = (1.0 - smoothing / 2) * loss + smoothing / 2 * loss_fn(logits, 1 - targets)
+    return loss
+
+
 def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
         config: TrainConfig | None = None, loss_fn: nn.Module | None = None,
         **overrides: Any) -> TrainResult:
@@ -510,6 +538,17 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
     y_val = torch.from_numpy(val_set.labels)
 
     steps = len(batches)
+    binary = num_classes == 2
+    if config.label_smoothing and not binary:
+        raise ValueError("label_smoothing is for binary tasks; this data has "
+                         f"{num_classes} classes")
+    mix_rng = np.random.default_rng(config.seed)  # mixup weights repeat with the seed
+    ema = None
+    if config.ema is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(config.ema)),
+                            use_buffers=True)
     opt = _make_optimizer(model, config)
     sched = _make_schedule(opt, config, steps * config.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -530,9 +569,17 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if batch_aug is not None:
                 xb = batch_aug(xb, gen)
+            lam, partner = 1.0, None
+            if config.mixup > 0:
+                lam = float(mix_rng.beta(config.mixup, config.mixup))
+                partner = torch.randperm(len(yb), generator=gen).to(device)
+                xb = lam * xb + (1.0 - lam) * xb[partner]
             with torch.autocast(device_type=device.type, enabled=amp):
                 out = model(xb)
-                loss = loss_fn(out.float(), yb)
+                loss = _train_loss(loss_fn, out.float(), yb, config.label_smoothing, binary)
+                if partner is not None:
+                    loss = lam * loss + (1.0 - lam) * _train_loss(
+                        loss_fn, out.float(), yb[partner], config.label_smoothing, binary)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss is {loss.item()} at epoch {epoch}, batch {b} of "
                                     f"{steps}; lower the learning rate (lr={config.lr}) or check "
@@ -547,14 +594,17 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
                 opt.step()
             if sched is not None:
                 sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += loss.detach() * len(yb)
             seen += len(yb)
         train_time += time.perf_counter() - t0
         train_loss = float(total) / len(train_set)
 
-        model.eval()  # dropout off, BatchNorm's running statistics used and left untouched
+        judged = model if ema is None else ema.module  # EMA: the averaged weights are judged
+        judged.eval()  # dropout off, BatchNorm's running statistics used and left untouched
         with torch.no_grad():
-            logits = _logits(model, x_val, 512, device, amp)
+            logits = _logits(judged, x_val, 512, device, amp)
             val_loss = float(loss_fn(logits, y_val.to(device)))
         auc, sens, spec = _binary_val_figures(val_set.labels, _scores(logits).cpu().numpy())
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": auc,
@@ -564,9 +614,9 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
         value = row.get(config.monitor, 0.0) if config.monitor else 0.0
         if _improved(value, best_value, config.monitor):
             best_value, best_epoch, stale = value, epoch, 0
-            if config.monitor is not None and epoch < config.epochs:
+            if (config.monitor is not None and epoch < config.epochs) or ema is not None:
                 best_state = copy.deepcopy({k: v.detach().clone()
-                                            for k, v in model.state_dict().items()})
+                                            for k, v in judged.state_dict().items()})
             else:
                 best_state = None  # the current weights are the best
         else:
@@ -577,7 +627,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
             stopped_early = True
             break
     bar.close()
-    if best_state is not None and best_epoch != rows[-1]["epoch"]:
+    if best_state is not None and (best_epoch != rows[-1]["epoch"] or ema is not None):
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(

@@ -146,3 +146,59 @@ def test_history_validation_figures_are_the_saved_models():
     assert last.val_sensitivity == pytest.approx(m["sensitivity"])
     assert last.val_specificity == pytest.approx(m["specificity"])
     assert last.val_auc == pytest.approx(m["auc"])
+
+
+def test_ema_keeps_the_averaged_weights_that_were_validated():
+    """With ``ema`` the history describes the averaged model, and that model is returned."""
+    from fnlab.metrics import binary_metrics
+
+    tr, va = easy_sets()
+    torch.manual_seed(0)
+    plain = fit(tiny(), tr, va, CFG.replace(epochs=2, monitor=None))
+    torch.manual_seed(0)
+    res = fit(tiny(), tr, va, CFG.replace(epochs=2, monitor=None, ema=0.9))
+    m = binary_metrics(predict(res.model, va), 0.5)
+    assert res.history.iloc[-1].val_auc == pytest.approx(m["auc"])
+    assert res.history.iloc[-1].val_sensitivity == pytest.approx(m["sensitivity"])
+    differ = [k for k, v in res.model.state_dict().items()
+              if v.is_floating_point() and not torch.equal(v, plain.model.state_dict()[k])]
+    assert differ, "the averaged weights are not the last step's weights"
+
+
+def test_mixup_and_label_smoothing_train_and_repeat():
+    tr, va = easy_sets()
+    cfg = CFG.replace(epochs=3, mixup=0.2, label_smoothing=0.1, seed=2)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(fit(tiny(), tr, va, cfg))
+    assert runs[0].history.val_auc.max() > 0.9
+    for k, v in runs[0].model.state_dict().items():
+        assert torch.equal(v, runs[1].model.state_dict()[k]), k
+
+
+def test_label_smoothing_is_bce_on_smoothed_targets():
+    from fnlab.train import _train_loss
+
+    logits, y = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1, 0, 1])
+    bce = torch.nn.BCEWithLogitsLoss()
+    eps = 0.2
+    expected = bce(logits, y.float() * (1 - eps) + eps / 2)
+    got = _train_loss(lambda lo, t: bce(lo, t.float()), logits, y, eps, binary=True)
+    assert got.item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("ema", 1.0, "ema must be a decay"), ("mixup", -1, "mixup must be"),
+    ("label_smoothing", 1.0, "label_smoothing must be"),
+])
+def test_new_options_reject_bad_values(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value})
+
+
+def test_new_options_at_their_defaults_keep_earlier_cache_keys():
+    from fnlab.runs import config_key
+
+    assert config_key(TrainConfig()) == config_key(TrainConfig(ema=None, mixup=0.0))
+    assert config_key(TrainConfig()) != config_key(TrainConfig(ema=0.99))

@@ -19,9 +19,11 @@ import sys
 from fnlab.cli import UsageError, error_line
 from fnlab.cli.validate import (
     check_train_args,
+    half_open_unit_interval,
     image_side,
     int_at_least,
     nonneg_float,
+    open_unit_interval,
     positive_float,
     positive_int,
 )
@@ -58,6 +60,13 @@ def register(subparsers) -> None:
     p.add_argument("--tta", dest="tta", action="store_true", default=d.tta,
                    help="test-time augmentation (1-pixel shifts)")
     p.add_argument("--no-tta", dest="tta", action="store_false")
+    p.add_argument("--ema", type=open_unit_interval, default=d.ema,
+                   help="keep an exponential moving average of the weights with this decay "
+                        "per step (e.g. 0.99); default off")
+    p.add_argument("--mixup", type=nonneg_float, default=d.mixup,
+                   help="mixup alpha (0 = off, the default; 0.2 is common)")
+    p.add_argument("--label-smoothing", type=half_open_unit_interval, default=d.label_smoothing,
+                   help="binary label smoothing (default 0 = off)")
     p.add_argument("--image-size", type=image_side, default=None, help="image side to load at")
     p.add_argument("--resize-to", type=image_side, default=d.resize_to,
                    help="side the model resizes its input to")
@@ -125,7 +134,8 @@ def config_from_args(args):
             loss_kwargs=loss_kwargs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
             patience=args.patience, monitor=args.monitor, augment=args.augment,
-            balanced_sampler=args.balanced_sampler, tta=args.tta, seed=args.seed,
+            balanced_sampler=args.balanced_sampler, tta=args.tta, ema=args.ema,
+            mixup=args.mixup, label_smoothing=args.label_smoothing, seed=args.seed,
             device=args.device, max_train_images=args.max_train_images,
             progress=not args.quiet)
     except ValueError as exc:

@@ -111,6 +111,24 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def open_unit_interval(text: str) -> float:
+    """A number in (0, 1): an averaging decay."""
+    what = "a number in (0, 1)"
+    value = _float(text, what)
+    if not 0 < value < 1:
+        raise _bad(text, what)
+    return value
+
+
+def half_open_unit_interval(text: str) -> float:
+    """A number in [0, 1): a label-smoothing amount."""
+    what = "a number in [0, 1)"
+    value = _float(text, what)
+    if not 0 <= value < 1:
+        raise _bad(text, what)
+    return value
+
+
 def probability(text: str) -> float:
     """A number in [0, 1]: a fixed threshold."""
     what = "a number in [0, 1]"
