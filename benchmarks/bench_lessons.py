@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", default="lessons", help="course profile (default: lessons)")
     p.add_argument("--npz", default=None,
                    help="a real PneumoniaMNIST .npz: also run every seed on it")
+    p.add_argument("--real-only", action="store_true",
+                   help="with --npz: run the seeds on the real data only (written to "
+                        "benchmarks/results/lessons_real.json)")
     p.add_argument("--notebooks", default=None,
                    help="comma list of notebooks (e.g. 02,05); default all")
     p.add_argument("--jobs", "--workers", dest="jobs", type=int, default=None,
@@ -99,6 +102,11 @@ def parse_args(argv=None):
         if not args.npz_path.is_file():
             raise BenchError(f"--npz {args.npz_path}: file not found")
         args.datasets.append("pneumoniamnist")
+    if args.real_only:
+        if not args.npz:
+            raise BenchError("--real-only needs --npz FILE (the real data to run on)")
+        args.datasets = ["pneumoniamnist"]
+    args.name = "lessons_real" if args.real_only else "lessons"
     if args.smoke and args.speedup:  # two cells of the first notebook, the quick profile
         args.seeds, args.profile, args.notebooks = [0, 1], "smoke", "00"
     elif args.smoke:  # one notebook with claims, the quick profile, one seed
@@ -219,7 +227,8 @@ def main(argv=None) -> int:
     if args.speedup:
         return speedup(args, C.Recorder("lessons_speedup", "Course sweep on Dask: speed-up of "
                                         f"{args.jobs} local workers over one", argv=argv_))
-    rec = C.Recorder("lessons", f"{TITLE} ({args.profile} profile)", argv=argv_)
+    rec = C.Recorder(args.name, f"{TITLE} ({args.profile} profile"
+                     + (", real data only)" if args.real_only else ")"), argv=argv_)
     tmp = Path(tempfile.mkdtemp(prefix="fnlab-bench-lessons-"))
     try:
         report, wall = run_sweep(args, args.jobs, tmp / "sweep")
@@ -289,7 +298,7 @@ def main(argv=None) -> int:
                                 "scheduler": args.scheduler,
                                 "npz": str(args.npz_path) if args.npz_path else None,
                                 "notebooks": args.notebook_list or "all"})
-    C.write_result(result, C.out_path(args, "lessons"))
+    C.write_result(result, C.out_path(args, args.name))
     return 0
 
 

@@ -38,9 +38,14 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "course": ("bench_course.py", []),
     "lessons": ("bench_lessons.py", []),
     "course_full": ("bench_course.py", ["--full"]),
+    "recipe": ("bench_recipe.py", []),
+    "lessons_real": ("bench_lessons.py", ["--npz", "../shared/data/pneumoniamnist_28_union.npz",
+                                          "--real-only", "--jobs", "2"]),
+    "course_real": ("bench_course.py", ["--npz", "../shared/data/pneumoniamnist_28_union.npz"]),
 }
 #: order of sections in the README
-ORDER = ["lessons", "models", "trainer", "synthetic", "inference", "course", "course_full"]
+ORDER = ["lessons", "lessons_real", "course", "course_real", "recipe", "models", "trainer",
+         "synthetic", "inference", "course_full"]
 
 
 # --------------------------------------------------------------------------- running

@@ -23,8 +23,10 @@ sys.path.insert(0, str(BENCH))
 C = importlib.import_module("_common")
 run_all = importlib.import_module("run_all")
 bench_models = importlib.import_module("bench_models")
+bench_recipe = importlib.import_module("bench_recipe")
 
 SHARED_NPZ = bench_models.default_data_path()
+UNION_NPZ = bench_recipe.default_data_path()
 OWN = ["models", "inference", "course"]
 OTHERS = {"trainer": "bench_trainer.py", "synthetic": "bench_synthetic.py"}
 
@@ -42,6 +44,8 @@ def smoke_dir(tmp_path_factory) -> Path:
             "lessons": "bench_lessons.py"}
     if SHARED_NPZ is not None:
         jobs["models"] = "bench_models.py"
+    if UNION_NPZ is not None:
+        jobs["recipe"] = "bench_recipe.py"
     for name, script in OTHERS.items():
         if (BENCH / script).is_file():
             jobs[name] = script
@@ -103,6 +107,48 @@ def test_models_smoke(smoke_dir):
     assert any("0.975" in t for t in texts) and any("ensemble" in t for t in texts)
     assert all(isinstance(g["met"], bool) for g in data["goals"])
     assert any("MedMNIST" in r[0] for r in data["table"]["rows"])
+
+
+@pytest.mark.skipif(UNION_NPZ is None, reason="../shared/data/pneumoniamnist_28_union.npz "
+                                              "absent (real-data benchmark)")
+def test_recipe_smoke(smoke_dir):
+    data = _load(smoke_dir, "recipe")
+    _check_schema(data, "recipe")
+    fig = data["figures"]
+    rows = {r["row"]: r for r in fig["rows"]}
+    assert list(rows) == ["recipe_today", "ema", bench_recipe.REFERENCE_ROW]
+    for r in rows.values():
+        (s,) = r["per_seed"]
+        assert 0.0 <= s["test_auc"] <= 1.0 and s["train_seconds"] > 0
+        low, high = s["test_auc_ci"]
+        assert low <= s["test_auc"] <= high
+    # the winner is chosen on validation among the fnlab rows, never the reference
+    assert fig["winner"] in ("recipe_today", "ema")
+    assert fig["winner"] == max(("recipe_today", "ema"),
+                                key=lambda r: (round(rows[r]["summary"]["val_auc"]["mean"], 4)))
+    assert [g["goal"][:6] for g in data["goals"]] == ["winner"] * 3
+    labels = [row[0] for row in data["table"]["rows"]]
+    assert any("published" in label for label in labels)
+
+
+def test_recipe_pieces():
+    import numpy as np
+
+    from fnlab.data.imageset import ImageSet
+
+    x = np.random.default_rng(0).integers(0, 255, (10, 8, 8), dtype=np.uint8)
+    s = ImageSet(x, np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1]))
+    under = bench_recipe.undersample(s, seed=0)
+    assert np.bincount(under.labels).tolist() == [3, 3]
+    dark = ImageSet((x // 4).astype(np.uint8), s.labels)
+    f = bench_recipe.standardiser(s)
+    a, b = f(s).images.astype(float), f(dark).images.astype(float)
+    assert abs(a.mean() - b.mean()) < 3 and abs(a.std() - b.std()) < 3  # the shift is gone
+    members = bench_recipe.member_configs("seed_ensemble", 1)
+    assert [m[1]["seed"] for m in members] == [1, 101, 201]
+    assert bench_recipe.member_configs("tta", 0) == bench_recipe.member_configs("recipe_today", 0)
+    proc = _run("bench_recipe.py", "--rows", "nope", timeout=300)
+    assert proc.returncode == 2 and "unknown row(s) nope" in proc.stderr
 
 
 def test_inference_smoke(smoke_dir):

@@ -1,0 +1,471 @@
+"""The 28 px recipe on real PneumoniaMNIST: ablations, the winner, and a fair MedMNIST side-by-side.
+
+Every row trains the course's compact CNN (``smallcnn``) on the train split of a
+PneumoniaMNIST ``.npz`` (default: ``../shared/data/pneumoniamnist_28_union.npz``, the
+official split rebuilt), once per seed, and changes one thing against the fnlab
+recipe of today (``TrainConfig`` defaults: 15 epochs, AdamW + one-cycle, class-weighted
+BCE, ``xray`` augmentation, best epoch by validation loss):
+
+=================  =================================================================
+row                what changes
+=================  =================================================================
+recipe_today       nothing (the baseline)
+balanced           class-balanced sampling of the training stream
+undersample        the majority class undersampled to the minority's size, 2x the epochs
+ema                an exponential moving average of the weights (decay 0.99)
+mixup              mixup, alpha 0.2
+label_smoothing    binary label smoothing 0.1
+tta                test-time augmentation (flips/shifts averaged; the baseline's models)
+intensity          each image standardised to the training images' mean and spread
+longer             25 epochs at batch 128 (a longer schedule in about the same time)
+seed_ensemble      3 models of 5 epochs each (the baseline's budget), scores averaged
+arch_ensemble      smallcnn + attention_cnn, 8 epochs each, scores averaged
+=================  =================================================================
+
+The winner is the row with the highest mean *validation* AUC over the seeds among the
+rows whose training fits the budget (ties: validation specificity at the recall
+target); the test split is never used to choose. Each row reports the test AUC
+(3-seed mean and sd, bootstrap CI), sensitivity and specificity at the threshold
+chosen on validation for recall >= 0.98, and the training wall time.
+
+The side-by-side: the MedMNIST v2 ResNet-18 protocol (``bench_models.py``
+re-implements it) trains in the same run with the same wall-clock budget as the
+baseline (its epochs are set from a timed probe so that its training takes about as
+long as the fnlab recipe's), on the same file, beside the published figures (MedMNIST
+v2 ResNet-18 (28) test AUC 0.944; MedMNIST+ best at 28 px, a linear probe on DINO
+ViT-B/16, 0.973).
+
+Goals (issue 13): the winner's 3-seed mean test AUC >= 0.980, training <= 5 minutes
+per seed on the 2-core machine, test sensitivity >= 0.98 with specificity >= 0.80.
+
+Usage::
+
+    python benchmarks/bench_recipe.py                       # every row, 3 seeds, 2 jobs
+    python benchmarks/bench_recipe.py --rows recipe_today,ema --seeds 1
+    python benchmarks/bench_recipe.py --smoke               # seconds: tiny data, 1 epoch
+
+Runs are cached in ``runs/bench_recipe/`` (git-ignored) by row, seed, config and data
+checksum, so an interrupted benchmark resumes. With ``--jobs N`` the runs train in N
+processes of ``--threads`` torch threads each (default 2 x 1 on 2 cores); training
+seconds are those of one thread, so a 2-thread laptop trains faster than reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import _common as C  # noqa: N812  (also puts the project root on sys.path)
+import bench_models as BM  # noqa: N812  (data loading, the MedMNIST protocol, evaluation)
+import numpy as np
+
+NAME = "recipe"
+TITLE = "The 28 px recipe on real PneumoniaMNIST: ablations and a fair MedMNIST side-by-side"
+BUDGET_SECONDS = 300.0
+PUBLISHED = {"MedMNIST v2 ResNet-18 (28), published": 0.944,
+             "MedMNIST+ best at 28 px (DINO ViT-B/16 linear probe), published": 0.973}
+REFERENCE_ROW = "medmnist_resnet18_same_budget"
+CACHE_DIR = C.ROOT / "runs" / "bench_recipe"
+
+#: row -> what it changes: TrainConfig fields, members (model, extra fields), flags
+ROWS: dict[str, dict] = {
+    "recipe_today": {"what": "the fnlab recipe of today (TrainConfig defaults, 15 epochs)"},
+    "balanced": {"what": "class-balanced sampling", "config": {"balanced_sampler": True}},
+    "undersample": {"what": "majority class undersampled to the minority's size, 30 epochs",
+                    "undersample": True, "config": {"epochs": 30}},
+    "ema": {"what": "EMA of the weights (decay 0.99)", "config": {"ema": 0.99}},
+    "mixup": {"what": "mixup (alpha 0.2)", "config": {"mixup": 0.2}},
+    "label_smoothing": {"what": "label smoothing 0.1", "config": {"label_smoothing": 0.1}},
+    "tta": {"what": "test-time augmentation on the baseline's models", "tta": True,
+            "same_as": "recipe_today"},
+    "intensity": {"what": "per-image intensity standardisation", "standardise": True},
+    "longer": {"what": "25 epochs at batch 128", "config": {"epochs": 25, "batch_size": 128}},
+    "seed_ensemble": {"what": "3 models x 5 epochs, averaged",
+                      "members": [("smallcnn", {"epochs": 5, "seed_offset": k})
+                                  for k in range(3)]},
+    "arch_ensemble": {"what": "smallcnn + attention_cnn, 8 epochs each, averaged",
+                      "members": [("smallcnn", {"epochs": 8}), ("attention_cnn", {"epochs": 8})]},
+}
+
+
+class BenchError(SystemExit):
+    """A clear one-line error (exit status 2)."""
+
+    def __init__(self, message: str):
+        print(f"bench_recipe: error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+# --------------------------------------------------------------------------- data
+def default_data_path() -> Path | None:
+    """``../shared/data/pneumoniamnist_28_union.npz`` beside the checkout, or None."""
+    from fnlab.config import shared_data_dir
+
+    shared = shared_data_dir()
+    path = shared / "pneumoniamnist_28_union.npz" if shared is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def undersample(imageset, seed: int):
+    """Every minority-class image and as many randomly chosen majority-class ones."""
+    rng = np.random.default_rng(seed)
+    labels = imageset.labels
+    counts = np.bincount(labels)
+    keep = [rng.choice(np.flatnonzero(labels == c), size=counts.min(), replace=False)
+            for c in range(len(counts))]
+    return imageset.subset(np.sort(np.concatenate(keep)))
+
+
+def standardiser(train):
+    """Per-image standardisation to the training images' typical mean and spread
+    (the same idea as notebook 07's remedy): returns ``f(imageset) -> imageset``."""
+    x = train.images.astype(np.float32)
+    mu, sigma = float(x.mean(axis=(1, 2)).mean()), float(x.std(axis=(1, 2)).mean())
+
+    def apply(imageset):
+        xi = imageset.images.astype(np.float32)
+        m = xi.mean(axis=(1, 2), keepdims=True)
+        s = xi.std(axis=(1, 2), keepdims=True) + 1e-6
+        out = np.clip((xi - m) / s * sigma + mu, 0, 255).round().astype(np.uint8)
+        return dataclasses.replace(imageset, images=out)
+
+    return apply
+
+
+# --------------------------------------------------------------------------- one run
+def member_configs(row: str, seed: int, epochs_scale: float = 1.0) -> list[tuple[str, dict]]:
+    """(model, TrainConfig fields) of each member of ``row`` at ``seed``."""
+    spec = ROWS[ROWS[row].get("same_as", row)]
+    base = dict(spec.get("config", {}))
+    members = spec.get("members") or [("smallcnn", {})]
+    out = []
+    for model, extra in members:
+        fields = {**base, **{k: v for k, v in extra.items() if k != "seed_offset"}}
+        fields["seed"] = seed + 100 * extra.get("seed_offset", 0)
+        if epochs_scale != 1.0:
+            fields["epochs"] = max(1, int(round(fields.get("epochs", 15) * epochs_scale)))
+        out.append((model, fields))
+    return out
+
+
+def train_row(row: str, seed: int, data_path: str, smoke: bool) -> dict:
+    """Train every member of ``row`` at ``seed``; return val/test Predictions (plain and
+    TTA) of the averaged members and the training seconds."""
+    from fnlab import models
+    from fnlab.ensemble import mean_ensemble
+    from fnlab.train import TrainConfig, fit, predict
+
+    data = load(data_path, smoke)
+    spec = ROWS[ROWS[row].get("same_as", row)]
+    train, val, test = data["train"], data["val"], data["test"]
+    if spec.get("standardise"):
+        f = standardiser(train)
+        train, val, test = f(train), f(val), f(test)
+    if spec.get("undersample"):
+        train = undersample(train, seed)
+    preds = {"val": [], "test": [], "val_tta": [], "test_tta": []}
+    seconds, epochs = 0.0, []
+    for model_name, fields in member_configs(row, seed, 1 / 15 if smoke else 1.0):
+        cfg = TrainConfig(dataset="pneumoniamnist", profile="full", image_size=train.image_size,
+                          model=model_name, device="cpu", progress=False, **fields)
+        model = models.create(model_name, num_classes=2, in_channels=train.in_channels,
+                              image_size=train.image_size)
+        result = fit(model, train, val, cfg)
+        seconds += result.train_seconds
+        epochs.append(cfg.epochs)
+        for split, s in (("val", val), ("test", test)):
+            preds[split].append(predict(result.model, s, model_name=model_name))
+            preds[split + "_tta"].append(predict(result.model, s, tta=True,
+                                                 model_name=model_name))
+    out = {k: (v[0] if len(v) == 1 else mean_ensemble(v, name=row)) for k, v in preds.items()}
+    return {**out, "train_seconds": seconds, "epochs": epochs, "n_train": len(train)}
+
+
+def train_reference_row(seed: int, data_path: str, budget: float, smoke: bool) -> dict:
+    """The MedMNIST v2 ResNet-18 protocol, its epochs set so that it trains in ``budget``
+    seconds (a timed probe of a few batches gives the seconds per epoch)."""
+    import torch
+    import torch.nn.functional as F
+
+    data = load(data_path, smoke)
+    train = data["train"]
+    net = BM.medmnist_resnet18()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.rand(128, 1, train.image_size, train.image_size)
+    y = torch.randint(0, 2, (128,))
+    t0 = time.perf_counter()
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    per_image = (time.perf_counter() - t0) / (3 * 128)
+    per_epoch = per_image * len(train) * 1.05  # + validation
+    epochs = 1 if smoke else max(1, int(budget // per_epoch))
+    res = BM.train_one(BM.REFERENCE, seed, epochs, data, "cpu")
+    return {"val": res["val"], "test": res["test"], "val_tta": None, "test_tta": None,
+            "train_seconds": res["train_seconds"], "epochs": [epochs],
+            "n_train": res["n_train"], "probe_seconds_per_epoch": per_epoch}
+
+
+_DATA: dict = {}
+
+
+def load(data_path: str, smoke: bool) -> dict:
+    """The splits of ``data_path`` (small stratified heads with ``smoke``), memoised."""
+    key = (data_path, smoke)
+    if key not in _DATA:
+        data = BM.load_data(Path(data_path))
+        if smoke:
+            data = {k: BM.stratified_head(v, n) for (k, v), n in
+                    zip(data.items(), (192, 128, 128))}
+        _DATA[key] = data
+    return _DATA[key]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _task(args):
+    row, seed, data_path, smoke, budget = args
+    if row == REFERENCE_ROW:
+        return train_reference_row(seed, data_path, budget, smoke)
+    return train_row(row, seed, data_path, smoke)
+
+
+def run_key(row: str, seed: int, data_md5: str, smoke: bool, budget: float | None) -> str:
+    import fnlab
+
+    spec = {"members": member_configs(row, seed)} if row in ROWS else {"budget": budget}
+    if row in ROWS:
+        spec.update({k: v for k, v in ROWS[ROWS[row].get("same_as", row)].items()
+                     if k in ("standardise", "undersample")})
+    blob = json.dumps({"row": ROWS.get(row, {}).get("same_as", row), "seed": seed,
+                       "spec": spec, "data": data_md5, "smoke": smoke,
+                       "fnlab": fnlab.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_run(folder: Path, out: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in ("val", "test", "val_tta", "test_tta"):
+        if out.get(k) is not None:
+            out[k].save(folder / f"{k}.npz")
+    facts = {k: v for k, v in out.items() if k not in ("val", "test", "val_tta", "test_tta")}
+    (folder / "run.json").write_text(json.dumps(C.jsonable(facts), indent=2))
+
+
+def load_run(folder: Path) -> dict | None:
+    from fnlab.predictions import Predictions
+
+    if not (folder / "run.json").is_file():
+        return None
+    out = json.loads((folder / "run.json").read_text())
+    for k in ("val", "test", "val_tta", "test_tta"):
+        out[k] = Predictions.load(folder / f"{k}.npz") if (folder / f"{k}.npz").is_file() \
+            else None
+    return out
+
+
+# --------------------------------------------------------------------------- report
+def row_result(row: str, runs: list[dict], seeds: list[int], n_resamples: int) -> dict:
+    tta = ROWS.get(row, {}).get("tta", False)
+    from fnlab.metrics import binary_metrics
+
+    per_seed = []
+    for seed, run in zip(seeds, runs):
+        val, test = (run["val_tta"], run["test_tta"]) if tta else (run["val"], run["test"])
+        figures = BM.evaluate(val, test, seed, n_resamples)
+        figures["val_specificity"] = binary_metrics(val, figures["threshold"])["specificity"]
+        per_seed.append({"seed": seed, **figures, "train_seconds": run["train_seconds"]})
+    return {"row": row, "what": ROWS[row]["what"] if row in ROWS else
+            "MedMNIST v2 ResNet-18 protocol (re-implemented), the baseline's wall-clock budget",
+            "epochs": runs[0].get("epochs"), "n_train": runs[0].get("n_train"),
+            "per_seed": per_seed, "summary": BM.summarise(per_seed)}
+
+
+def choose_winner(results: list[dict], budget: float) -> dict | None:
+    """Highest mean validation AUC among the rows within the budget (no test figures)."""
+    fits = [r for r in results if r["row"] in ROWS
+            and r["summary"]["train_seconds"]["max"] <= budget]
+    if not fits:
+        return None
+
+    def val_spec(r):  # validation specificity at the recall threshold, mean over seeds
+        return float(np.mean([s.get("val_specificity", 0.0) for s in r["per_seed"]]))
+
+    return max(fits, key=lambda r: (round(r["summary"]["val_auc"]["mean"], 4), val_spec(r)))
+
+
+def build_table(results: list[dict], n_pos: int, winner: str | None) -> dict:
+    columns = ["row", "what changes", "val AUC", "test AUC (mean ± sd)", "AUC 95% CI",
+               "sensitivity", "specificity", f"FN (of {n_pos})", "train s (max)"]
+    rows = []
+    for r in results:
+        s = r["summary"]
+        name = f"**{r['row']}** (winner)" if r["row"] == winner else r["row"]
+        rows.append([name, r["what"], BM._ms(s.get("val_auc")), BM._ms(s.get("test_auc")),
+                     BM._ci(s), BM._ms(s.get("sensitivity")), BM._ms(s.get("specificity")),
+                     BM._ms(s.get("fn"), 1), C.fmt(s["train_seconds"]["max"], 0)])
+    for label, auc in PUBLISHED.items():
+        rows.append([label, "reference line", "—", C.fmt(auc), "—", "—", "—", "—", "—"])
+    return {"columns": columns, "rows": rows}
+
+
+def build_goals(winner: dict | None, budget: float) -> list[dict]:
+    if winner is None:
+        return [C.goal("a recipe that trains within the budget", False,
+                       f"no row trained within {budget:.0f} s")]
+    s = winner["summary"]
+    auc, sens, spec = s["test_auc"]["mean"], s["sensitivity"]["mean"], s["specificity"]["mean"]
+    return [
+        C.goal("winner (chosen on validation): 3-seed mean test AUC >= 0.980", auc >= 0.980,
+               f"{winner['row']}: {auc:.3f}"),
+        C.goal(f"winner trains in <= {budget / 60:.0f} min per seed on this machine",
+               s["train_seconds"]["max"] <= budget,
+               f"max {s['train_seconds']['max']:.0f} s (one torch thread per run)"),
+        C.goal("winner: test sensitivity >= 0.98 with specificity >= 0.80 (threshold for "
+               "recall >= 0.98 chosen on validation)", sens >= 0.98 and spec >= 0.80,
+               f"sensitivity {sens:.3f}, specificity {spec:.3f} (mean over seeds)"),
+    ]
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="PneumoniaMNIST .npz (default: the union file "
+                   "in ../shared/data)")
+    p.add_argument("--rows", default=None, help=f"comma list of rows (default all): "
+                   f"{', '.join([*ROWS, REFERENCE_ROW])}")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--jobs", type=int, default=2, help="training processes (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--budget", type=float, default=BUDGET_SECONDS,
+                   help="training seconds per seed a recipe may take (default 300)")
+    p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--retrain", action="store_true", help="ignore cached runs")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny data, about one epoch: the code path in seconds")
+    p.add_argument("--out", default=None, help="results JSON (default "
+                   "benchmarks/results/recipe.json)")
+    args = p.parse_args(argv)
+    names = [*ROWS, REFERENCE_ROW]
+    args.row_list = ([r.strip() for r in args.rows.split(",") if r.strip()] if args.rows
+                     else (["recipe_today", "ema", REFERENCE_ROW] if args.smoke else names))
+    bad = [r for r in args.row_list if r not in names]
+    if bad:
+        raise BenchError(f"--rows: unknown row(s) {', '.join(bad)}; choose from "
+                         f"{', '.join(names)}")
+    if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
+        raise BenchError("--seeds, --jobs and --threads must be >= 1")
+    if args.smoke:
+        args.seeds, args.n_resamples = 1, 100
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    path = Path(args.data).expanduser() if args.data else default_data_path()
+    if path is None:
+        raise BenchError("no data: pass --data PATH (a PneumoniaMNIST .npz) or put "
+                         "../shared/data/pneumoniamnist_28_union.npz beside the checkout")
+    if not path.is_file():
+        raise BenchError(f"--data {path}: file not found")
+    from fnlab.data.medmnist import md5sum
+
+    rec = C.Recorder(NAME, TITLE, argv=[sys.argv[0], *(argv if argv is not None
+                                                      else sys.argv[1:])])
+    data_md5 = md5sum(path)
+    data = load(str(path), args.smoke)
+    seeds = list(range(args.seeds))
+    cache = (C.smoke_dir() / "recipe-cache") if args.smoke else CACHE_DIR
+    # the reference gets the baseline's budget: the baseline first (or its cache)
+    order = sorted(args.row_list, key=lambda r: r == REFERENCE_ROW)
+    runs: dict[tuple[str, int], dict] = {}
+
+    def budget_for_reference() -> float:
+        base = [runs.get(("recipe_today", s)) for s in seeds]
+        secs = [b["train_seconds"] for b in base if b]
+        return float(np.mean(secs)) if secs else args.budget
+
+    def schedule(rows):
+        todo = []
+        for row in rows:
+            for s in seeds:
+                budget = budget_for_reference() if row == REFERENCE_ROW else None
+                folder = cache / f"{row}-s{s}-{run_key(row, s, data_md5, args.smoke, budget)}"
+                if row in ROWS and "same_as" in ROWS[row]:
+                    folder = cache / (f"{ROWS[row]['same_as']}-s{s}-"
+                                      f"{run_key(row, s, data_md5, args.smoke, budget)}")
+                cached = None if args.retrain else load_run(folder)
+                if cached is not None:
+                    runs[row, s] = cached
+                else:
+                    todo.append((row, s, folder, budget))
+        # one task per (folder): the tta row reuses the baseline's models
+        unique = {}
+        for row, s, folder, budget in todo:
+            unique.setdefault(folder, []).append((row, s, budget))
+        if not unique:
+            return
+        print(f"training {len(unique)} run(s) in {args.jobs} process(es) of {args.threads} "
+              "thread(s)", flush=True)
+        with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
+                                 initargs=(args.threads,)) as pool:
+            futures = {folder: pool.submit(_task, (entries[0][0], entries[0][1], str(path),
+                                                   args.smoke, entries[0][2]))
+                       for folder, entries in unique.items()}
+            for folder, fut in futures.items():
+                out = fut.result()
+                save_run(folder, dict(out))
+                for row, s, _ in unique[folder]:
+                    runs[row, s] = out
+                print(f"  {folder.name}: {out['train_seconds']:.0f} s", flush=True)
+
+    t0 = time.perf_counter()
+    schedule([r for r in order if r != REFERENCE_ROW])
+    if REFERENCE_ROW in order:
+        schedule([REFERENCE_ROW])
+    results = [row_result(r, [runs[r, s] for s in seeds], seeds, args.n_resamples)
+               for r in order]
+    winner = choose_winner(results, args.budget)
+    n_pos = int(data["test"].labels.sum())
+    table = build_table(results, n_pos, winner["row"] if winner else None)
+    table["caption"] = (f"smallcnn on {path.name} (md5 {data_md5[:8]}), seeds "
+                        f"{seeds[0]}-{seeds[-1]}; threshold for recall >= 0.98 chosen on "
+                        "validation; winner = highest mean validation AUC within the budget; "
+                        "training seconds with one torch thread per run, "
+                        f"{args.jobs} runs side by side.")
+    goals = build_goals(winner, args.budget)
+    notes = [f"{r['row']}: {r['what']}; epochs {r['epochs']}, {r['n_train']} training images"
+             for r in results]
+    if REFERENCE_ROW in order:
+        notes.append("The MedMNIST row is the MedMNIST v2 protocol (bench_models.py) with "
+                     "its epochs set from a timed probe so that it trains in about the "
+                     "baseline's mean training time.")
+    if args.smoke:
+        notes.insert(0, "SMOKE run: tiny data, about one epoch; the figures mean nothing.")
+    C.print_table(table["columns"], table["rows"], rec.title)
+    for g in goals:
+        print(f"goal {'MET' if g['met'] else 'NOT MET'}: {g['goal']} — {g['detail']}")
+    figures = {"rows": results, "winner": winner["row"] if winner else None,
+               "published": PUBLISHED, "budget_seconds": args.budget,
+               "bench_seconds": time.perf_counter() - t0}
+    result = rec.finish(figures, smoke=args.smoke, table=table, goals=goals, notes=notes,
+                        config={"data": str(path), "data_md5": data_md5, "seeds": seeds,
+                                "rows": order, "jobs": args.jobs, "threads": args.threads})
+    C.write_result(result, Path(args.out) if args.out else C.default_out(NAME, args.smoke))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
