@@ -23,8 +23,10 @@ arch_ensemble      smallcnn + attention_cnn, 8 epochs each, scores averaged
 =================  =================================================================
 
 Every row is screened at the first seed; the winner is the row with the highest
-*validation* AUC among the rows whose training fits the budget (ties: validation
-specificity at the recall target); the test split is never used to choose. The baseline
+*validation* AUC among the rows that cost no more than the baseline (training time at
+most 1.15x the baseline's in the same run; ties: validation specificity at the recall
+target); the test split is never used to choose. At the end the winner trains once
+more at seed 0 alone with two torch threads: that time is the 5-minute goal's figure. The baseline
 and the winner then run at every seed (``--all-seeds`` runs every row at every seed, 3x
 the time). Each row reports the test AUC (mean and sd over its seeds, bootstrap CI),
 sensitivity and specificity at the threshold chosen on validation for recall >= 0.98,
@@ -296,10 +298,18 @@ def row_result(row: str, runs: list[dict], seeds: list[int], n_resamples: int) -
             "per_seed": per_seed, "summary": BM.summarise(per_seed)}
 
 
-def choose_winner(results: list[dict], budget: float) -> dict | None:
-    """Highest mean validation AUC among the rows within the budget (no test figures)."""
+#: a row "costs the same" as the baseline when its training time in the same benchmark run
+#: is at most this multiple of the baseline's (a ratio in one run: robust to the load)
+SAME_COST = 1.15
+
+
+def choose_winner(results: list[dict], slack: float = SAME_COST) -> dict | None:
+    """Highest validation AUC among the rows that cost no more than the baseline (their
+    training time at most ``slack`` x the baseline's in the same run); no test figures."""
+    base = next((r for r in results if r["row"] == "recipe_today"), None)
+    limit = slack * base["summary"]["train_seconds"]["mean"] if base else float("inf")
     fits = [r for r in results if r["row"] in ROWS
-            and r["summary"]["train_seconds"]["max"] <= budget]
+            and r["summary"]["train_seconds"]["max"] <= limit]
     if not fits:
         return None
 
@@ -307,6 +317,19 @@ def choose_winner(results: list[dict], budget: float) -> dict | None:
         return float(np.mean([s.get("val_specificity", 0.0) for s in r["per_seed"]]))
 
     return max(fits, key=lambda r: (round(r["summary"]["val_auc"]["mean"], 4), val_spec(r)))
+
+
+def time_alone(row: str, data_path: str, smoke: bool, threads: int) -> float:
+    """Training seconds of ``row`` at seed 0, alone in this process with ``threads`` torch
+    threads (what a student's 2-core laptop gives one run)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return float(train_row(row, 0, data_path, smoke)["train_seconds"])
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_table(results: list[dict], n_pos: int, winner: str | None) -> dict:
@@ -324,18 +347,21 @@ def build_table(results: list[dict], n_pos: int, winner: str | None) -> dict:
     return {"columns": columns, "rows": rows}
 
 
-def build_goals(winner: dict | None, budget: float) -> list[dict]:
+def build_goals(winner: dict | None, budget: float, alone: float | None) -> list[dict]:
     if winner is None:
-        return [C.goal("a recipe that trains within the budget", False,
-                       f"no row trained within {budget:.0f} s")]
+        return [C.goal("a recipe chosen on validation", False, "no row within the baseline's "
+                       "cost")]
     s = winner["summary"]
     auc, sens, spec = s["test_auc"]["mean"], s["sensitivity"]["mean"], s["specificity"]["mean"]
+    n = len(winner["per_seed"])
     return [
-        C.goal("winner (chosen on validation): 3-seed mean test AUC >= 0.980", auc >= 0.980,
+        C.goal(f"winner (chosen on validation): {n}-seed mean test AUC >= 0.980", auc >= 0.980,
                f"{winner['row']}: {auc:.3f}"),
-        C.goal(f"winner trains in <= {budget / 60:.0f} min per seed on this machine",
-               s["train_seconds"]["max"] <= budget,
-               f"max {s['train_seconds']['max']:.0f} s (one torch thread per run)"),
+        C.goal(f"winner trains in <= {budget / 60:.0f} min per seed on this machine "
+               "(alone, all cores)", None if alone is None else alone <= budget,
+               "not timed alone (--no-time-alone)" if alone is None else
+               f"{alone:.0f} s at seed 0 alone; {s['train_seconds']['max']:.0f} s with one "
+               "thread beside the other runs"),
         C.goal("winner: test sensitivity >= 0.98 with specificity >= 0.80 (threshold for "
                "recall >= 0.98 chosen on validation)", sens >= 0.98 and spec >= 0.80,
                f"sensitivity {sens:.3f}, specificity {spec:.3f} (mean over seeds)"),
@@ -354,7 +380,11 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="training processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--budget", type=float, default=BUDGET_SECONDS,
-                   help="training seconds per seed a recipe may take (default 300)")
+                   help="training seconds per seed the winner may take alone (default 300)")
+    p.add_argument("--no-time-alone", dest="time_alone", action="store_false",
+                   help="do not retrain the winner alone at the end to time it")
+    p.add_argument("--alone-threads", type=int, default=2,
+                   help="torch threads for the winner's timing run (default 2)")
     p.add_argument("--n-resamples", type=int, default=1000)
     p.add_argument("--retrain", action="store_true", help="ignore cached runs")
     p.add_argument("--all-seeds", action="store_true",
@@ -453,7 +483,7 @@ def main(argv=None) -> int:
     screen = seeds if args.all_seeds else seeds[:1]
     # stage 1: every row at the screening seed(s); the winner is chosen on validation there
     schedule(ablations, screen)
-    screened = choose_winner(results_for(ablations), args.budget)
+    screened = choose_winner(results_for(ablations))
     # stage 2: the baseline and the winner at every seed, then the MedMNIST protocol with the
     # baseline's mean training time
     finalists = [r for r in ablations if r == "recipe_today"
@@ -468,11 +498,16 @@ def main(argv=None) -> int:
     table = build_table(results, n_pos, winner["row"] if winner else None)
     table["caption"] = (f"smallcnn on {path.name} (md5 {data_md5[:8]}), seeds "
                         f"{seeds[0]}-{seeds[-1]}; threshold for recall >= 0.98 chosen on "
-                        "validation; winner = highest validation AUC within the budget at the "
-                        "screening seed (ablation rows with 1 seed were screened only); "
+                        "validation; winner = highest validation AUC at the screening seed among "
+                        "the rows costing <= 1.15x the baseline (ablation rows with 1 seed "
+                        "were screened only); "
                         "training seconds with one torch thread per run, "
                         f"{args.jobs} runs side by side.")
-    goals = build_goals(winner, args.budget)
+    alone = None
+    if winner is not None and args.time_alone:
+        print(f"timing {winner['row']} alone ({args.alone_threads} threads)", flush=True)
+        alone = time_alone(winner["row"], str(path), args.smoke, args.alone_threads)
+    goals = build_goals(winner, args.budget, alone)
     notes = [f"{r['row']}: {r['what']}; epochs {r['epochs']}, {r['n_train']} training images"
              for r in results]
     if REFERENCE_ROW in order:
@@ -485,6 +520,7 @@ def main(argv=None) -> int:
     for g in goals:
         print(f"goal {'MET' if g['met'] else 'NOT MET'}: {g['goal']} — {g['detail']}")
     figures = {"rows": results, "winner": winner["row"] if winner else None,
+               "winner_seconds_alone": alone,
                "published": PUBLISHED, "budget_seconds": args.budget,
                "bench_seconds": time.perf_counter() - t0}
     result = rec.finish(figures, smoke=args.smoke, table=table, goals=goals, notes=notes,

@@ -124,8 +124,8 @@ def test_recipe_smoke(smoke_dir):
         assert low <= s["test_auc"] <= high
     # the winner is chosen on validation among the fnlab rows, never the reference
     assert fig["winner"] in ("recipe_today", "ema")
-    assert fig["winner"] == max(("recipe_today", "ema"),
-                                key=lambda r: (round(rows[r]["summary"]["val_auc"]["mean"], 4)))
+    assert fig["winner"] == bench_recipe.choose_winner(fig["rows"])["row"]
+    assert fig["winner_seconds_alone"] > 0  # the winner was timed alone
     assert [g["goal"][:6] for g in data["goals"]] == ["winner"] * 3
     labels = [row[0] for row in data["table"]["rows"]]
     assert any("published" in label for label in labels)
@@ -144,6 +144,13 @@ def test_recipe_pieces():
     f = bench_recipe.standardiser(s)
     a, b = f(s).images.astype(float), f(dark).images.astype(float)
     assert abs(a.mean() - b.mean()) < 3 and abs(a.std() - b.std()) < 3  # the shift is gone
+    def fake(row, auc, seconds):
+        return {"row": row, "per_seed": [{"val_specificity": 0.5}],
+                "summary": {"val_auc": {"mean": auc}, "train_seconds": {"mean": seconds,
+                                                                       "max": seconds}}}
+
+    rows = [fake("recipe_today", 0.90, 100), fake("ema", 0.95, 110), fake("longer", 0.99, 200)]
+    assert bench_recipe.choose_winner(rows)["row"] == "ema"  # "longer" costs 2x the baseline
     members = bench_recipe.member_configs("seed_ensemble", 1)
     assert [m[1]["seed"] for m in members] == [1, 101, 201]
     assert bench_recipe.member_configs("tta", 0) == bench_recipe.member_configs("recipe_today", 0)
