@@ -144,10 +144,9 @@ def test_recipe_pieces():
     f = bench_recipe.standardiser(s)
     a, b = f(s).images.astype(float), f(dark).images.astype(float)
     assert abs(a.mean() - b.mean()) < 3 and abs(a.std() - b.std()) < 3  # the shift is gone
-    def fake(row, auc, seconds):
-        return {"row": row, "per_seed": [{"val_specificity": 0.5}],
-                "summary": {"val_auc": {"mean": auc}, "train_seconds": {"mean": seconds,
-                                                                       "max": seconds}}}
+    def fake(row, auc, passes):
+        return {"row": row, "per_seed": [{"val_specificity": 0.5}], "image_passes": passes,
+                "summary": {"val_auc": {"mean": auc}}}
 
     rows = [fake("recipe_today", 0.90, 100), fake("ema", 0.95, 110), fake("longer", 0.99, 200)]
     assert bench_recipe.choose_winner(rows)["row"] == "ema"  # "longer" costs 2x the baseline
