@@ -53,6 +53,23 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
 
 
 # --------------------------------------------------------------------------- machine
+class BenchError(SystemExit):
+    """A clear one-line error, ``<script>: error: <message>`` on stderr, exit status 2."""
+
+    def __init__(self, message: str):
+        print(f"{Path(sys.argv[0]).stem}: error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+def shared_file(name: str) -> Path | None:
+    """``../shared/data/<name>`` beside the checkout when it exists, else None."""
+    from fnlab.config import shared_data_dir
+
+    shared = shared_data_dir()
+    path = shared / name if shared is not None else None
+    return path if path is not None and path.is_file() else None
+
+
 def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None where the OS has none).
 

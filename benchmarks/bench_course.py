@@ -44,21 +44,12 @@ NOTEBOOK_GOAL = {"lessons": 180.0}
 SMOKE_NOTEBOOKS = ["00"]
 
 
-class BenchError(SystemExit):
-    """A clear one-line error (exit status 2)."""
-
-    def __init__(self, message: str):
-        print(f"bench_course: error: {message}", file=sys.stderr)
-        super().__init__(2)
+BenchError = C.BenchError
 
 
 def default_npz() -> Path | None:
     """The shared real-data file beside the checkout, or None."""
-    from fnlab.config import shared_data_dir
-
-    shared = shared_data_dir()
-    path = shared / "pneumoniamnist_28_variant.npz" if shared is not None else None
-    return path if path is not None and path.is_file() else None
+    return C.shared_file("pneumoniamnist_28_variant.npz")
 
 
 def prepare_data_dir(data_dir: Path, npz: Path | None) -> str | None:

@@ -29,12 +29,7 @@ TITLE = "Inference speed at 28 px"
 SMOKE = {"models": ["smallcnn", "attention_cnn"], "iters": 5, "reps": 1, "warmup": 1}
 
 
-class BenchError(SystemExit):
-    """A clear one-line error (exit status 2)."""
-
-    def __init__(self, message: str):
-        print(f"bench_inference: error: {message}", file=sys.stderr)
-        super().__init__(2)
+BenchError = C.BenchError
 
 
 def mflops(model, image_size: int = 28) -> float:

@@ -50,7 +50,8 @@ import time
 from pathlib import Path
 
 import _common as C  # noqa: N812  (also puts the project root on sys.path)
-from bench_course import BenchError
+
+BenchError = C.BenchError
 
 TITLE = "Lessons across seeds"
 #: Whole course and per-notebook limits of the default profile (issue: lessons hold).

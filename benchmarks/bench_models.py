@@ -69,22 +69,13 @@ SMOKE = {"models": ["smallcnn", "attention_cnn", REFERENCE], "seeds": [0], "epoc
 CACHE_DIR = C.ROOT / "runs" / "bench_models"
 
 
-class BenchError(SystemExit):
-    """A clear one-line error (exit status 2)."""
-
-    def __init__(self, message: str):
-        print(f"bench_models: error: {message}", file=sys.stderr)
-        super().__init__(2)
+BenchError = C.BenchError
 
 
 # --------------------------------------------------------------------------- data
 def default_data_path() -> Path | None:
     """``../shared/data/pneumoniamnist_28_variant.npz`` beside the checkout, or None."""
-    from fnlab.config import shared_data_dir
-
-    shared = shared_data_dir()
-    path = shared / "pneumoniamnist_28_variant.npz" if shared is not None else None
-    return path if path is not None and path.is_file() else None
+    return C.shared_file("pneumoniamnist_28_variant.npz")
 
 
 def load_data(path: Path) -> dict:

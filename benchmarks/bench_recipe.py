@@ -98,22 +98,13 @@ ROWS: dict[str, dict] = {
 }
 
 
-class BenchError(SystemExit):
-    """A clear one-line error (exit status 2)."""
-
-    def __init__(self, message: str):
-        print(f"bench_recipe: error: {message}", file=sys.stderr)
-        super().__init__(2)
+BenchError = C.BenchError
 
 
 # --------------------------------------------------------------------------- data
 def default_data_path() -> Path | None:
     """``../shared/data/pneumoniamnist_28_union.npz`` beside the checkout, or None."""
-    from fnlab.config import shared_data_dir
-
-    shared = shared_data_dir()
-    path = shared / "pneumoniamnist_28_union.npz" if shared is not None else None
-    return path if path is not None and path.is_file() else None
+    return C.shared_file("pneumoniamnist_28_union.npz")
 
 
 def undersample(imageset, seed: int):
