@@ -260,26 +260,47 @@ def evaluate(val, test, seed: int, n_resamples: int) -> dict:
     }
 
 
+def save_run(folder: Path, out: dict) -> None:
+    """Store a run: each Predictions value as ``<key>.npz``, the other facts in run.json."""
+    from fnlab.predictions import Predictions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    facts = {}
+    for k, v in out.items():
+        if isinstance(v, Predictions):
+            v.save(folder / f"{k}.npz")
+        else:
+            facts[k] = v
+    (folder / "run.json").write_text(json.dumps(C.jsonable(facts), indent=2))
+
+
+def load_run(folder: Path) -> dict | None:
+    """A run stored by :func:`save_run`, or None when there is none or it is unusable
+    (said on stdout: the caller trains again)."""
+    from fnlab.predictions import Predictions
+
+    if not (folder / "run.json").is_file():
+        return None
+    try:
+        out = json.loads((folder / "run.json").read_text())
+        out.update({p.stem: Predictions.load(p) for p in sorted(folder.glob("*.npz"))})
+        return out
+    except (OSError, ValueError) as exc:
+        print(f"  cache {folder} unusable ({exc}); training again", flush=True)
+        return None
+
+
 def cached_run(cache: Path | None, key: str, compute, reuse: bool = True) -> dict:
     """A run's predictions and facts from ``cache/key`` (when ``reuse``), else
     ``compute()``, stored in ``cache/key`` when a cache is given."""
-    from fnlab.predictions import Predictions
-
     folder = cache / key if cache is not None else None
-    if folder is not None and reuse and (folder / "run.json").is_file():
-        try:
-            facts = json.loads((folder / "run.json").read_text())
-            return {**facts, "val": Predictions.load(folder / "val.npz"),
-                    "test": Predictions.load(folder / "test.npz"), "cached": True}
-        except (OSError, ValueError) as exc:
-            print(f"  cache {folder} unusable ({exc}); training again", flush=True)
+    if folder is not None and reuse:
+        cached = load_run(folder)
+        if cached is not None and {"val", "test"} <= set(cached):
+            return {**cached, "cached": True}
     out = compute()
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        out["val"].save(folder / "val.npz")
-        out["test"].save(folder / "test.npz")
-        facts = {k: v for k, v in out.items() if k not in ("val", "test")}
-        (folder / "run.json").write_text(json.dumps(C.jsonable(facts), indent=2))
+        save_run(folder, out)
     return {**out, "cached": False}
 
 

@@ -251,27 +251,6 @@ def run_key(row: str, seed: int, data_md5: str, smoke: bool, budget: float | Non
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def save_run(folder: Path, out: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in ("val", "test", "val_tta", "test_tta"):
-        if out.get(k) is not None:
-            out[k].save(folder / f"{k}.npz")
-    facts = {k: v for k, v in out.items() if k not in ("val", "test", "val_tta", "test_tta")}
-    (folder / "run.json").write_text(json.dumps(C.jsonable(facts), indent=2))
-
-
-def load_run(folder: Path) -> dict | None:
-    from fnlab.predictions import Predictions
-
-    if not (folder / "run.json").is_file():
-        return None
-    out = json.loads((folder / "run.json").read_text())
-    for k in ("val", "test", "val_tta", "test_tta"):
-        out[k] = Predictions.load(folder / f"{k}.npz") if (folder / f"{k}.npz").is_file() \
-            else None
-    return out
-
-
 # --------------------------------------------------------------------------- report
 def row_result(row: str, runs: list[dict], seeds: list[int], n_resamples: int) -> dict:
     tta = ROWS.get(row, {}).get("tta", False)
@@ -443,7 +422,7 @@ def main(argv=None) -> int:
                 base_row = ROWS.get(row, {}).get("same_as", row)
                 folder = cache / (f"{base_row}-s{s}-"
                                   f"{run_key(row, s, data_md5, args.smoke, budget)}")
-                cached = None if args.retrain else load_run(folder)
+                cached = None if args.retrain else BM.load_run(folder)
                 if cached is not None:
                     runs[row, s] = cached
                 else:
@@ -463,7 +442,7 @@ def main(argv=None) -> int:
                        for folder, entries in unique.items()}
             for folder, fut in futures.items():
                 out = fut.result()
-                save_run(folder, dict(out))
+                BM.save_run(folder, dict(out))
                 for row, s, _ in unique[folder]:
                     runs[row, s] = out
                 print(f"  {folder.name}: {out['train_seconds']:.0f} s", flush=True)
