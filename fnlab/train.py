@@ -575,11 +575,11 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
                 partner = torch.randperm(len(yb), generator=gen).to(device)
                 xb = lam * xb + (1.0 - lam) * xb[partner]
             with torch.autocast(device_type=device.type, enabled=amp):
-                out = model(xb)
-                loss = _train_loss(loss_fn, out.float(), yb, config.label_smoothing, binary)
+                out = model(xb).float()
+                loss = _train_loss(loss_fn, out, yb, config.label_smoothing, binary)
                 if partner is not None:
                     loss = lam * loss + (1.0 - lam) * _train_loss(
-                        loss_fn, out.float(), yb[partner], config.label_smoothing, binary)
+                        loss_fn, out, yb[partner], config.label_smoothing, binary)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss is {loss.item()} at epoch {epoch}, batch {b} of "
                                     f"{steps}; lower the learning rate (lr={config.lr}) or check "
