@@ -40,6 +40,7 @@ __all__ = [
     "bootstrap_ci",
     "confusion_counts",
     "false_alarms_per_1000",
+    "high_sensitivity_auc",
     "metrics_at_thresholds",
     "missed_per_1000",
     "multiclass_report",
@@ -199,6 +200,35 @@ def binary_metrics(preds: Predictions, threshold: float = 0.5) -> dict:
     out["auc"] = _safe_auc(y, s)
     out["pr_auc"] = _safe_pr_auc(y, s)
     return out
+
+
+def high_sensitivity_auc(preds: Predictions, min_sensitivity: float = 0.9) -> float:
+    """Partial AUC over the screening end of the ROC curve: the operating points that
+    catch at least ``min_sensitivity`` of the positives, standardised (McClish) so that
+    0.5 is chance and 1.0 is perfect.
+
+    It averages the specificity a model keeps while missing at most
+    ``1 - min_sensitivity`` of the pneumonias, so it ranks models by the false alarms
+    they pay for high recall, with no threshold to choose. Computed as scikit-learn's
+    ``roc_auc_score(..., max_fpr=1 - min_sensitivity)`` with the roles of the classes
+    swapped (the false-negative rate takes the place of the false-positive rate). NaN
+    when ``preds`` holds one class only.
+
+    >>> p = Predictions([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9])
+    >>> round(high_sensitivity_auc(p, 0.9), 3), round(binary_metrics(p)["auc"], 3)
+    (0.737, 0.75)
+    >>> high_sensitivity_auc(Predictions([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]))
+    1.0
+    """
+    min_sensitivity = float(min_sensitivity)
+    if not 0.0 <= min_sensitivity < 1.0:
+        raise ValueError(f"min_sensitivity must be in [0, 1), got {min_sensitivity}")
+    y, s = _binary_arrays(preds)
+    if not 0 < y.sum() < len(y):
+        return math.nan
+    if min_sensitivity == 0.0:
+        return float(roc_auc_score(y, s))
+    return float(roc_auc_score(1 - y, -s, max_fpr=1.0 - min_sensitivity))
 
 
 def metrics_at_thresholds(preds: Predictions, thresholds) -> pd.DataFrame:

@@ -330,3 +330,53 @@ def test_pure_modules_do_not_import_torch():
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _partial_area_by_hand(y, s, min_sensitivity):
+    """Area under specificity as a function of the miss rate (FNR) on [0, 1 - min_sens],
+    by trapezoids on the exact ROC steps, standardised as McClish does."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, s)
+    fnr, spec = 1 - tpr[::-1], 1 - fpr[::-1]  # increasing miss rate
+    m = 1 - min_sensitivity
+    grid = np.linspace(0, m, 20001)
+    # specificity at miss rate f: the best specificity among points with fnr <= f
+    # (the ROC interpolates linearly between its points)
+    curve = np.interp(grid, fnr, spec)
+    raw = np.trapezoid(curve, grid)
+    lo, hi = m * m / 2, m
+    return 0.5 * (1 + (raw - lo) / (hi - lo))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_high_sensitivity_auc_matches_the_area_by_hand(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    s = np.clip(0.5 * y + rng.normal(0.3, 0.3, 300), 0, 1)
+    p = Predictions(y, s)
+    for min_sens in (0.8, 0.9, 0.95):
+        assert M.high_sensitivity_auc(p, min_sens) == pytest.approx(
+            _partial_area_by_hand(y, s, min_sens), abs=2e-3)
+    assert M.high_sensitivity_auc(p, 0.0) == pytest.approx(roc_auc_score(y, s))
+
+
+def test_high_sensitivity_auc_prefers_the_model_that_misses_less_at_high_recall():
+    # A puts two normals above every pneumonia (full AUC 0.8) but catches every
+    # pneumonia while clearing 80% of the normals; B ranks better overall (0.9) but
+    # its last pneumonia sits below every normal: full recall costs all of them
+    y = np.array([0] * 10 + [1] * 10)
+    a = np.r_[np.linspace(0.0, 0.35, 8), 0.95, 0.97, np.linspace(0.5, 0.9, 10)]
+    b = np.r_[np.linspace(0.3, 0.75, 10), np.linspace(0.8, 0.99, 9), 0.05]
+    pa, pb = Predictions(y, a), Predictions(y, b)
+    assert M.binary_metrics(pa)["auc"] == pytest.approx(0.8)
+    assert M.binary_metrics(pb)["auc"] == pytest.approx(0.9)
+    assert M.high_sensitivity_auc(pa) > 0.85 > 0.5 > M.high_sensitivity_auc(pb)
+    assert M.high_sensitivity_auc(Predictions(y, (y == 1).astype(float))) == 1.0
+
+
+def test_high_sensitivity_auc_bad_input():
+    p = Predictions([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8])
+    with pytest.raises(ValueError, match="min_sensitivity"):
+        M.high_sensitivity_auc(p, 1.0)
+    assert math.isnan(M.high_sensitivity_auc(Predictions([1, 1, 1], [0.2, 0.5, 0.9])))
