@@ -19,6 +19,12 @@ near 50 minutes. On a GPU give them the recipe: ``--heavy-epochs 15 --heavy-trai
 The fnlab ResNet-18 and the MedMNIST ResNet-18 always get the same budget, so that pair
 compares the two recipes like for like.
 
+Then the 28 px recipe of ``bench_recipe.py`` on the same file (``--no-recipe`` skips it):
+its ablation rows screened on validation, the fnlab recipe and the winner at every seed,
+and the fair side-by-side, the MedMNIST v2 protocol given the recipe's wall-clock, beside
+the published figures; its runs are shared with ``bench_recipe.py`` through
+``runs/bench_recipe/``, so after one of the two has run the other only reads them.
+
 The MedMNIST v2 reference protocol (re-implemented here, from
 github.com/MedMNIST/experiments ``MedMNIST2D/train_and_eval_pytorch.py`` and
 ``models.py``): the CIFAR-style ResNet-18 (3x3 stride-1 stem, no max-pool; 1 input
@@ -30,7 +36,8 @@ rounded to whole epochs), the epoch with the best validation AUC kept.
 
 Usage::
 
-    python benchmarks/bench_models.py                       # the full benchmark
+    python benchmarks/bench_models.py                       # the full benchmark (union file)
+    python benchmarks/bench_models.py --models smallcnn,attention_cnn,resnet18,medmnist_resnet18
     python benchmarks/bench_models.py --models smallcnn,resnet18 --seeds 3 --epochs 5
     python benchmarks/bench_models.py --smoke               # seconds: 2 models, 1 seed
 
@@ -74,8 +81,10 @@ BenchError = C.BenchError
 
 # --------------------------------------------------------------------------- data
 def default_data_path() -> Path | None:
-    """``../shared/data/pneumoniamnist_28_variant.npz`` beside the checkout, or None."""
-    return C.shared_file("pneumoniamnist_28_variant.npz")
+    """``../shared/data/pneumoniamnist_28_union.npz`` (the official split rebuilt) beside
+    the checkout, else the variant file there, or None."""
+    return (C.shared_file("pneumoniamnist_28_union.npz")
+            or C.shared_file("pneumoniamnist_28_variant.npz"))
 
 
 def load_data(path: Path) -> dict:
@@ -423,6 +432,50 @@ def build_goals(model_rows: list[dict], ensemble: dict, best: dict | None) -> li
     return goals
 
 
+def recipe_section(data_path: Path, n_seeds: int, args) -> dict:
+    """The recipe and the fair side-by-side of ``bench_recipe.py`` on ``data_path``, as rows
+    of this benchmark's table (in its columns), goals, figures and notes."""
+    import bench_recipe as BR  # noqa: N812  (imports this module: loaded lazily, no cycle)
+
+    m = BR.measure(data_path, seeds=1 if args.smoke else n_seeds, jobs=args.recipe_jobs,
+                   threads=1, smoke=args.smoke, n_resamples=args.n_resamples,
+                   retrain=args.retrain, log=lambda msg: print(msg, flush=True))
+    by_row = {r["row"]: r for r in m["results"]}
+    winner = m["winner"]["row"] if m["winner"] else None
+    shown = [("recipe_today", "fnlab recipe (bench_recipe baseline)")]
+    if winner and winner != "recipe_today":
+        shown.append((winner, f"fnlab recipe + {winner} (winner on validation)"))
+    shown.append((BR.REFERENCE_ROW, "ResNet-18, MedMNIST v2 protocol, the recipe's wall-clock"))
+    rows = []
+    for key, label in shown:
+        r = by_row.get(key)
+        if r is None:
+            continue
+        s = r["summary"]
+        if key == winner:
+            label = label.replace("(winner", "(**winner**")
+        budget = (f"{'+'.join(str(e) for e in r['epochs'])} ep × {r['n_train']:,}"
+                  if r.get("epochs") else "—")
+        rows.append([label, budget, _ms(s.get("val_auc")), _ms(s.get("test_auc")), _ci(s),
+                     _ms(s.get("sensitivity")), _ms(s.get("specificity")),
+                     _ms(s.get("fn"), 1), _ms(s.get("test_accuracy_at_0.5")),
+                     _ms(s.get("train_seconds"), 0)])
+    for label, auc in BR.PUBLISHED.items():
+        rows.append([label, "—", "—", C.fmt(auc), "—", "—", "—", "—", "—", "—"])
+    figures = {"winner": winner, "winner_seconds_alone": m["alone"],
+               "published": BR.PUBLISHED,
+               "rows": {r["row"]: {"what": r["what"], "epochs": r["epochs"],
+                                   "n_train": r["n_train"], "summary": r["summary"]}
+                        for r in m["results"]}}
+    notes = [f"Recipe rows: bench_recipe.py on the same file ({len(m['results'])} rows, "
+             f"{len(m['seeds'])} seed(s) for the baseline, the winner and the MedMNIST "
+             "protocol; the full ablation table is in recipe.json). The MedMNIST protocol "
+             "there trains for the fnlab recipe's mean wall-clock, not for 2 epochs on 800 "
+             "images as in the zoo rows above."]
+    return {"rows": rows, "goals": [dict(g, goal=f"recipe: {g['goal']}") for g in m["goals"]],
+            "figures": figures, "notes": notes}
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
     from fnlab import models
@@ -455,6 +508,12 @@ def parse_args(argv=None):
     p.add_argument("--cache", default=str(CACHE_DIR),
                    help="folder of cached per-run predictions (default runs/bench_models)")
     p.add_argument("--retrain", action="store_true", help="ignore cached runs")
+    p.add_argument("--no-recipe", dest="recipe", action="store_false",
+                   help="skip the 28 px recipe and the same-budget MedMNIST side-by-side "
+                        "(bench_recipe.py on the same file)")
+    p.add_argument("--recipe-jobs", type=int, default=2,
+                   help="training processes for the recipe's runs (default 2, one torch "
+                        "thread each)")
     C.add_common_args(p, NAME)
     args = p.parse_args(argv)
     valid = models.available_models() + [REFERENCE]
@@ -483,6 +542,8 @@ def parse_args(argv=None):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise BenchError(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
+    if args.recipe_jobs < 1:
+        raise BenchError(f"--recipe-jobs must be >= 1, got {args.recipe_jobs}")
     for flag in ("heavy_train", "train"):
         v = getattr(args, flag)
         if v is not None and v < 0:
@@ -524,9 +585,9 @@ def main(argv=None) -> int:
     rec = C.Recorder(NAME, TITLE, argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     data_path = Path(args.data).expanduser() if args.data else default_data_path()
     if data_path is None:
-        raise BenchError("no --data given and ../shared/data/pneumoniamnist_28_variant.npz "
-                         "is not beside this checkout; pass --data PATH (any "
-                         "PneumoniaMNIST-layout .npz)")
+        raise BenchError("no --data given and neither pneumoniamnist_28_union.npz nor "
+                         "pneumoniamnist_28_variant.npz is in ../shared/data beside this "
+                         "checkout; pass --data PATH (any PneumoniaMNIST-layout .npz)")
     if not data_path.is_file():
         raise BenchError(f"--data {data_path}: file not found")
     data = load_data(data_path)
@@ -652,6 +713,12 @@ def main(argv=None) -> int:
         "the ensemble's members (top-k zoo models by validation AUC) and k are chosen on "
         "validation; thresholds are chosen on validation.",
     ]
+    if args.recipe:
+        recipe_part = recipe_section(data_path, len(args.seed_list), args)
+        table["rows"].extend(recipe_part["rows"])
+        goals.extend(recipe_part["goals"])
+        figures["recipe"] = recipe_part["figures"]
+        notes.extend(recipe_part["notes"])
     if args.smoke:
         notes.append("SMOKE run: tiny subsets, 1 epoch; figures are not meaningful.")
     C.print_table(table["columns"], table["rows"], TITLE)

@@ -76,6 +76,8 @@ PUBLISHED = {"MedMNIST v2 ResNet-18 (28), published": 0.944,
              "MedMNIST+ best at 28 px (DINO ViT-B/16 linear probe), published": 0.973}
 REFERENCE_ROW = "medmnist_resnet18_same_budget"
 CACHE_DIR = C.ROOT / "runs" / "bench_recipe"
+#: the rows of a --smoke run (the code paths: a config change, the reference)
+SMOKE_ROWS = ("recipe_today", "ema", REFERENCE_ROW)
 
 #: row -> what it changes: TrainConfig fields, members (model, extra fields), flags
 ROWS: dict[str, dict] = {
@@ -89,7 +91,11 @@ ROWS: dict[str, dict] = {
     "tta": {"what": "test-time augmentation on the baseline's models", "tta": True,
             "same_as": "recipe_today"},
     "intensity": {"what": "per-image intensity standardisation", "standardise": True},
+    "intensity_augment": {"what": "brightness/contrast jitter added to the augmentation "
+                          "(xray_strong)", "config": {"augment": "xray_strong"}},
     "longer": {"what": "25 epochs at batch 128", "config": {"epochs": 25, "batch_size": 128}},
+    "balanced_longer": {"what": "class-balanced sampling, 25 epochs at batch 128",
+                        "config": {"balanced_sampler": True, "epochs": 25, "batch_size": 128}},
     "seed_ensemble": {"what": "3 models x 5 epochs, averaged",
                       "members": [("smallcnn", {"epochs": 5, "seed_offset": k})
                                   for k in range(3)]},
@@ -375,7 +381,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     names = [*ROWS, REFERENCE_ROW]
     args.row_list = ([r.strip() for r in args.rows.split(",") if r.strip()] if args.rows
-                     else (["recipe_today", "ema", REFERENCE_ROW] if args.smoke else names))
+                     else (list(SMOKE_ROWS) if args.smoke else names))
     bad = [r for r in args.row_list if r not in names]
     if bad:
         raise BenchError(f"--rows: unknown row(s) {', '.join(bad)}; choose from "
@@ -387,6 +393,115 @@ def parse_args(argv=None):
     return args
 
 
+def measure(path: Path, row_list: list[str] | None = None, seeds: int = 3, jobs: int = 2,
+            threads: int = 1, smoke: bool = False, n_resamples: int = 1000,
+            retrain: bool = False, all_seeds: bool = False, budget: float = BUDGET_SECONDS,
+            time_alone_threads: int | None = 2, log=print) -> dict:
+    """Train (or load from the cache) every row, choose the winner on validation, time it
+    alone, and return the rows' results, the table, the goals and the notes.
+
+    ``bench_models.py`` calls this too, so that its report on the same file carries the
+    recipe and the fair MedMNIST side-by-side. ``time_alone_threads=None`` skips the
+    timing run.
+    """
+    from fnlab.data.medmnist import md5sum
+
+    row_list = row_list or (list(SMOKE_ROWS) if smoke else [*ROWS, REFERENCE_ROW])
+    data_md5 = md5sum(path)
+    data = load(str(path), smoke)
+    seed_list = list(range(seeds))
+    cache = (C.smoke_dir() / "recipe-cache") if smoke else CACHE_DIR
+    # the reference gets the baseline's budget: the baseline first (or its cache)
+    order = sorted(row_list, key=lambda r: r == REFERENCE_ROW)
+    runs: dict[tuple[str, int], dict] = {}
+
+    def budget_for_reference() -> float:
+        base = [runs.get(("recipe_today", s)) for s in seed_list]
+        secs = [b["train_seconds"] for b in base if b]
+        return float(np.mean(secs)) if secs else budget
+
+    def schedule(rows, row_seeds):
+        todo = []
+        for row in rows:
+            for s in row_seeds:
+                if (row, s) in runs:
+                    continue
+                ref_budget = budget_for_reference() if row == REFERENCE_ROW else None
+                base_row = ROWS.get(row, {}).get("same_as", row)
+                folder = cache / (f"{base_row}-s{s}-"
+                                  f"{run_key(row, s, data_md5, smoke, ref_budget)}")
+                cached = None if retrain else BM.load_run(folder)
+                if cached is not None:
+                    runs[row, s] = cached
+                else:
+                    todo.append((row, s, folder, ref_budget))
+        # one task per folder: the tta row reuses the baseline's models
+        unique = {}
+        for row, s, folder, ref_budget in todo:
+            unique.setdefault(folder, []).append((row, s, ref_budget))
+        if not unique:
+            return
+        log(f"recipe: training {len(unique)} run(s) in {jobs} process(es) of {threads} "
+            "thread(s)")
+        with ProcessPoolExecutor(jobs, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = {folder: pool.submit(_task, (entries[0][0], entries[0][1], str(path),
+                                                   smoke, entries[0][2]))
+                       for folder, entries in unique.items()}
+            for folder, fut in futures.items():
+                out = fut.result()
+                BM.save_run(folder, dict(out))
+                for row, s, _ in unique[folder]:
+                    runs[row, s] = out
+                log(f"  {folder.name}: {out['train_seconds']:.0f} s")
+
+    def results_for(rows):
+        out = []
+        for r in rows:
+            row_seeds = [s for s in seed_list if (r, s) in runs]
+            out.append(row_result(r, [runs[r, s] for s in row_seeds], row_seeds, n_resamples))
+        return out
+
+    t0 = time.perf_counter()
+    ablations = [r for r in order if r != REFERENCE_ROW]
+    screen = seed_list if all_seeds else seed_list[:1]
+    # stage 1: every row at the screening seed(s); the winner is chosen on validation there
+    schedule(ablations, screen)
+    screened = choose_winner(results_for(ablations))
+    # stage 2: the baseline and the winner at every seed, then the MedMNIST protocol with the
+    # baseline's mean training time
+    finalists = [r for r in ablations if r == "recipe_today"
+                 or (screened is not None and r == screened["row"])]
+    schedule(finalists, seed_list)
+    if REFERENCE_ROW in order:
+        schedule([REFERENCE_ROW], seed_list)
+    results = results_for(order)
+    winner = next((r for r in results if screened is not None
+                   and r["row"] == screened["row"]), None)
+    n_pos = int(data["test"].labels.sum())
+    table = build_table(results, n_pos, winner["row"] if winner else None)
+    table["caption"] = (f"smallcnn on {path.name} (md5 {data_md5[:8]}), seeds "
+                        f"{seed_list[0]}-{seed_list[-1]}; threshold for recall >= 0.98 chosen "
+                        "on validation; winner = highest validation AUC at the screening seed "
+                        "among the rows with <= 1.15x the baseline's image passes (ablation rows "
+                        "with 1 seed were screened only); training seconds with one torch "
+                        f"thread per run, {jobs} runs side by side.")
+    alone = None
+    if winner is not None and time_alone_threads:
+        log(f"recipe: timing {winner['row']} alone ({time_alone_threads} threads)")
+        alone = time_alone(winner["row"], str(path), smoke, time_alone_threads)
+    goals = build_goals(winner, budget, alone)
+    notes = [f"{r['row']}: {r['what']}; epochs {r['epochs']}, {r['n_train']} training images"
+             for r in results]
+    if REFERENCE_ROW in order:
+        notes.append("The MedMNIST row is the MedMNIST v2 protocol (bench_models.py) with "
+                     "its epochs set from a timed probe so that it trains in about the "
+                     "baseline's mean training time.")
+    return {"results": results, "winner": winner, "table": table, "goals": goals,
+            "notes": notes, "alone": alone, "data_md5": data_md5, "seeds": seed_list,
+            "order": order, "bench_seconds": time.perf_counter() - t0}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     path = Path(args.data).expanduser() if args.data else default_data_path()
@@ -395,114 +510,28 @@ def main(argv=None) -> int:
                          "../shared/data/pneumoniamnist_28_union.npz beside the checkout")
     if not path.is_file():
         raise BenchError(f"--data {path}: file not found")
-    from fnlab.data.medmnist import md5sum
-
     rec = C.Recorder(NAME, TITLE, argv=[sys.argv[0], *(argv if argv is not None
                                                       else sys.argv[1:])])
-    data_md5 = md5sum(path)
-    data = load(str(path), args.smoke)
-    seeds = list(range(args.seeds))
-    cache = (C.smoke_dir() / "recipe-cache") if args.smoke else CACHE_DIR
-    # the reference gets the baseline's budget: the baseline first (or its cache)
-    order = sorted(args.row_list, key=lambda r: r == REFERENCE_ROW)
-    runs: dict[tuple[str, int], dict] = {}
-
-    def budget_for_reference() -> float:
-        base = [runs.get(("recipe_today", s)) for s in seeds]
-        secs = [b["train_seconds"] for b in base if b]
-        return float(np.mean(secs)) if secs else args.budget
-
-    def schedule(rows, row_seeds):
-        todo = []
-        for row in rows:
-            for s in row_seeds:
-                if (row, s) in runs:
-                    continue
-                budget = budget_for_reference() if row == REFERENCE_ROW else None
-                base_row = ROWS.get(row, {}).get("same_as", row)
-                folder = cache / (f"{base_row}-s{s}-"
-                                  f"{run_key(row, s, data_md5, args.smoke, budget)}")
-                cached = None if args.retrain else BM.load_run(folder)
-                if cached is not None:
-                    runs[row, s] = cached
-                else:
-                    todo.append((row, s, folder, budget))
-        # one task per folder: the tta row reuses the baseline's models
-        unique = {}
-        for row, s, folder, budget in todo:
-            unique.setdefault(folder, []).append((row, s, budget))
-        if not unique:
-            return
-        print(f"training {len(unique)} run(s) in {args.jobs} process(es) of {args.threads} "
-              "thread(s)", flush=True)
-        with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                 initargs=(args.threads,)) as pool:
-            futures = {folder: pool.submit(_task, (entries[0][0], entries[0][1], str(path),
-                                                   args.smoke, entries[0][2]))
-                       for folder, entries in unique.items()}
-            for folder, fut in futures.items():
-                out = fut.result()
-                BM.save_run(folder, dict(out))
-                for row, s, _ in unique[folder]:
-                    runs[row, s] = out
-                print(f"  {folder.name}: {out['train_seconds']:.0f} s", flush=True)
-
-    def results_for(rows):
-        out = []
-        for r in rows:
-            row_seeds = [s for s in seeds if (r, s) in runs]
-            out.append(row_result(r, [runs[r, s] for s in row_seeds], row_seeds,
-                                  args.n_resamples))
-        return out
-
-    t0 = time.perf_counter()
-    ablations = [r for r in order if r != REFERENCE_ROW]
-    screen = seeds if args.all_seeds else seeds[:1]
-    # stage 1: every row at the screening seed(s); the winner is chosen on validation there
-    schedule(ablations, screen)
-    screened = choose_winner(results_for(ablations))
-    # stage 2: the baseline and the winner at every seed, then the MedMNIST protocol with the
-    # baseline's mean training time
-    finalists = [r for r in ablations if r == "recipe_today"
-                 or (screened is not None and r == screened["row"])]
-    schedule(finalists, seeds)
-    if REFERENCE_ROW in order:
-        schedule([REFERENCE_ROW], seeds)
-    results = results_for(order)
-    winner = next((r for r in results if screened is not None
-                   and r["row"] == screened["row"]), None)
-    n_pos = int(data["test"].labels.sum())
-    table = build_table(results, n_pos, winner["row"] if winner else None)
-    table["caption"] = (f"smallcnn on {path.name} (md5 {data_md5[:8]}), seeds "
-                        f"{seeds[0]}-{seeds[-1]}; threshold for recall >= 0.98 chosen on "
-                        "validation; winner = highest validation AUC at the screening seed among "
-                        "the rows with <= 1.15x the baseline's image passes (ablation rows with 1 seed "
-                        "were screened only); "
-                        "training seconds with one torch thread per run, "
-                        f"{args.jobs} runs side by side.")
-    alone = None
-    if winner is not None and args.time_alone:
-        print(f"timing {winner['row']} alone ({args.alone_threads} threads)", flush=True)
-        alone = time_alone(winner["row"], str(path), args.smoke, args.alone_threads)
-    goals = build_goals(winner, args.budget, alone)
-    notes = [f"{r['row']}: {r['what']}; epochs {r['epochs']}, {r['n_train']} training images"
-             for r in results]
-    if REFERENCE_ROW in order:
-        notes.append("The MedMNIST row is the MedMNIST v2 protocol (bench_models.py) with "
-                     "its epochs set from a timed probe so that it trains in about the "
-                     "baseline's mean training time.")
+    m = measure(path, args.row_list, args.seeds, args.jobs, args.threads, args.smoke,
+                args.n_resamples, args.retrain, args.all_seeds, args.budget,
+                args.alone_threads if args.time_alone else None,
+                log=lambda msg: print(msg, flush=True))
+    notes = list(m["notes"])
     if args.smoke:
         notes.insert(0, "SMOKE run: tiny data, about one epoch; the figures mean nothing.")
-    C.print_table(table["columns"], table["rows"], rec.title)
-    for g in goals:
-        print(f"goal {'MET' if g['met'] else 'NOT MET'}: {g['goal']} — {g['detail']}")
-    figures = {"rows": results, "winner": winner["row"] if winner else None,
-               "winner_seconds_alone": alone,
+    C.print_table(m["table"]["columns"], m["table"]["rows"], rec.title)
+    for g in m["goals"]:
+        verdict = "NOT MEASURED" if g["met"] is None else "MET" if g["met"] else "NOT MET"
+        print(f"goal {verdict}: {g['goal']} — {g['detail']}")
+    figures = {"rows": m["results"], "winner": m["winner"]["row"] if m["winner"] else None,
+               "winner_seconds_alone": m["alone"],
                "published": PUBLISHED, "budget_seconds": args.budget,
-               "bench_seconds": time.perf_counter() - t0}
-    result = rec.finish(figures, smoke=args.smoke, table=table, goals=goals, notes=notes,
-                        config={"data": str(path), "data_md5": data_md5, "seeds": seeds,
-                                "rows": order, "jobs": args.jobs, "threads": args.threads})
+               "bench_seconds": m["bench_seconds"]}
+    result = rec.finish(figures, smoke=args.smoke, table=m["table"], goals=m["goals"],
+                        notes=notes,
+                        config={"data": str(path), "data_md5": m["data_md5"],
+                                "seeds": m["seeds"], "rows": m["order"], "jobs": args.jobs,
+                                "threads": args.threads})
     C.write_result(result, Path(args.out) if args.out else C.default_out(NAME, args.smoke))
     return 0
 

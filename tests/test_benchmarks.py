@@ -82,8 +82,8 @@ def _check_schema(data: dict, name: str) -> None:
 
 
 # --------------------------------------------------------------------------- own scripts
-@pytest.mark.skipif(SHARED_NPZ is None, reason="../shared/data/pneumoniamnist_28_variant.npz "
-                                               "absent (real-data benchmark)")
+@pytest.mark.skipif(SHARED_NPZ is None, reason="no PneumoniaMNIST file in ../shared/data "
+                                               "(real-data benchmark)")
 def test_models_smoke(smoke_dir):
     data = _load(smoke_dir, "models")
     _check_schema(data, "models")
@@ -107,6 +107,14 @@ def test_models_smoke(smoke_dir):
     assert any("0.975" in t for t in texts) and any("ensemble" in t for t in texts)
     assert all(isinstance(g["met"], bool) for g in data["goals"])
     assert any("MedMNIST" in r[0] for r in data["table"]["rows"])
+    # the recipe and the fair side-by-side of bench_recipe, on the same file
+    recipe = fig["recipe"]
+    assert recipe["winner"] in ("recipe_today", "ema")
+    assert set(recipe["rows"]) == set(bench_recipe.SMOKE_ROWS)
+    labels = [r[0] for r in data["table"]["rows"]]
+    assert any("the recipe's wall-clock" in label for label in labels)
+    assert sum("published" in label for label in labels) == len(bench_recipe.PUBLISHED)
+    assert [g["goal"] for g in data["goals"] if g["goal"].startswith("recipe: ")], texts
 
 
 @pytest.mark.skipif(UNION_NPZ is None, reason="../shared/data/pneumoniamnist_28_union.npz "
