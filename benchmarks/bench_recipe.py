@@ -17,16 +17,21 @@ mixup              mixup, alpha 0.2
 label_smoothing    binary label smoothing 0.1
 tta                test-time augmentation: the image and four 1-pixel shifts, averaged
 intensity          each image standardised to the training images' mean and spread
+intensity_augment  brightness/contrast jitter added to the augmentation (``xray_strong``)
 longer             25 epochs at batch 128 (1.67x the baseline's image passes)
+balanced_longer    class-balanced sampling and 25 epochs at batch 128
 seed_ensemble      3 models of 5 epochs each (the baseline's budget), scores averaged
 arch_ensemble      smallcnn + attention_cnn, 8 epochs each, scores averaged
 =================  =================================================================
 
 Every row is screened at the first seed (the tta row reuses the baseline's models); the
-winner is the row with the highest *validation* AUC among the rows that cost no more than
-the baseline (at most 1.15x its image passes, epochs x training images summed over
-members; ties: validation specificity at the recall target); the test split is never used
-to choose. The baseline and the winner then run at every seed (``--all-seeds`` runs every
+winner is, among the rows within the training budget (at most 2x the baseline's image
+passes, epochs x training images summed over members: the baseline trains in about 100 s
+alone on the 2-core machine, so 2x stays well inside the 5 minutes), the row with the
+highest *validation* specificity at the threshold that gives validation recall >= 0.98
+(the goal's operating point, measured on validation; validation AUCs, 0.995-0.998 for
+every row, cannot separate the rows), ties broken by validation AUC; the test split is
+never used to choose. The baseline and the winner then run at every seed (``--all-seeds`` runs every
 row at every seed, 3x the time), and the winner trains once more at seed 0 alone with two
 torch threads: that time is the 5-minute goal's figure. Each row reports the test AUC
 (mean and sd over its seeds, bootstrap CI), sensitivity and specificity at the threshold
@@ -34,8 +39,8 @@ chosen on validation for recall >= 0.98, and the training wall time.
 
 The side-by-side: the MedMNIST v2 ResNet-18 protocol (``bench_models.py``
 re-implements it) trains in the same run with the same wall-clock budget as the
-baseline (its epochs are set from a timed probe so that its training takes about as
-long as the fnlab recipe's), on the same file, beside the published figures (MedMNIST
+winner (its epochs are set from a timed probe so that its training takes about as
+long as the chosen fnlab recipe's), on the same file, beside the published figures (MedMNIST
 v2 ResNet-18 (28) test AUC 0.944; MedMNIST+ best at 28 px, a linear probe on DINO
 ViT-B/16, 0.973).
 
@@ -269,21 +274,23 @@ def row_result(row: str, runs: list[dict], seeds: list[int], n_resamples: int) -
         figures["val_specificity"] = binary_metrics(val, figures["threshold"])["specificity"]
         per_seed.append({"seed": seed, **figures, "train_seconds": run["train_seconds"]})
     return {"row": row, "what": ROWS[row]["what"] if row in ROWS else
-            "MedMNIST v2 ResNet-18 protocol (re-implemented), the baseline's wall-clock budget",
+            "MedMNIST v2 ResNet-18 protocol (re-implemented), the winner's wall-clock budget",
             "epochs": runs[0].get("epochs"), "n_train": runs[0].get("n_train"),
             "image_passes": int(sum(runs[0].get("epochs") or [0]) * (runs[0].get("n_train") or 0)),
             "per_seed": per_seed, "summary": BM.summarise(per_seed)}
 
 
-#: a row "costs the same" as the baseline when it trains on at most this multiple of the
-#: baseline's image passes (epochs x training images, summed over members): a compute
-#: measure that the machine's load cannot move; the winner is then timed alone
-SAME_COST = 1.15
+#: a row fits the training budget when it trains on at most this multiple of the baseline's
+#: image passes (epochs x training images, summed over members): a compute measure that the
+#: machine's load cannot move (the baseline takes about 100 s alone on 2 cores, so 2x
+#: leaves room under the 5 minutes on a slower laptop); the winner is then timed alone
+MAX_COST = 2.0
 
 
-def choose_winner(results: list[dict], slack: float = SAME_COST) -> dict | None:
-    """Highest validation AUC among the rows that cost no more than the baseline (at most
-    ``slack`` x its image passes); the test split plays no part."""
+def choose_winner(results: list[dict], slack: float = MAX_COST) -> dict | None:
+    """Among the rows within ``slack`` x the baseline's image passes, the highest validation
+    specificity at the validation recall-0.98 threshold (the goal's operating point), ties
+    broken by validation AUC; the test split plays no part."""
     base = next((r for r in results if r["row"] == "recipe_today"), None)
     limit = slack * base["image_passes"] if base else float("inf")
     fits = [r for r in results if r["row"] in ROWS and r["image_passes"] <= limit]
@@ -293,7 +300,7 @@ def choose_winner(results: list[dict], slack: float = SAME_COST) -> dict | None:
     def val_spec(r):  # validation specificity at the recall threshold, mean over seeds
         return float(np.mean([s.get("val_specificity", 0.0) for s in r["per_seed"]]))
 
-    return max(fits, key=lambda r: (round(r["summary"]["val_auc"]["mean"], 4), val_spec(r)))
+    return max(fits, key=lambda r: (round(val_spec(r), 3), round(r["summary"]["val_auc"]["mean"], 4)))
 
 
 def time_alone(row: str, data_path: str, smoke: bool, threads: int) -> float:
@@ -411,12 +418,13 @@ def measure(path: Path, row_list: list[str] | None = None, seeds: int = 3, jobs:
     data = load(str(path), smoke)
     seed_list = list(range(seeds))
     cache = (C.smoke_dir() / "recipe-cache") if smoke else CACHE_DIR
-    # the reference gets the baseline's budget: the baseline first (or its cache)
+    # the reference gets the winner's budget: the fnlab rows first (or their cache)
     order = sorted(row_list, key=lambda r: r == REFERENCE_ROW)
     runs: dict[tuple[str, int], dict] = {}
+    chosen = {"row": "recipe_today"}
 
     def budget_for_reference() -> float:
-        base = [runs.get(("recipe_today", s)) for s in seed_list]
+        base = [runs.get((chosen["row"], s)) for s in seed_list]
         secs = [b["train_seconds"] for b in base if b]
         return float(np.mean(secs)) if secs else budget
 
@@ -469,10 +477,12 @@ def measure(path: Path, row_list: list[str] | None = None, seeds: int = 3, jobs:
     schedule(ablations, screen)
     screened = choose_winner(results_for(ablations))
     # stage 2: the baseline and the winner at every seed, then the MedMNIST protocol with the
-    # baseline's mean training time
+    # winner's mean training time
     finalists = [r for r in ablations if r == "recipe_today"
                  or (screened is not None and r == screened["row"])]
     schedule(finalists, seed_list)
+    if screened is not None:
+        chosen["row"] = screened["row"]
     if REFERENCE_ROW in order:
         schedule([REFERENCE_ROW], seed_list)
     results = results_for(order)
@@ -482,8 +492,9 @@ def measure(path: Path, row_list: list[str] | None = None, seeds: int = 3, jobs:
     table = build_table(results, n_pos, winner["row"] if winner else None)
     table["caption"] = (f"smallcnn on {path.name} (md5 {data_md5[:8]}), seeds "
                         f"{seed_list[0]}-{seed_list[-1]}; threshold for recall >= 0.98 chosen "
-                        "on validation; winner = highest validation AUC at the screening seed "
-                        "among the rows with <= 1.15x the baseline's image passes (ablation rows "
+                        "on validation; winner = highest validation specificity at that "
+                        "threshold at the screening seed (ties: validation AUC) among the rows "
+                        f"with <= {MAX_COST:g}x the baseline's image passes (ablation rows "
                         "with 1 seed were screened only); training seconds with one torch "
                         f"thread per run, {jobs} runs side by side.")
     alone = None
@@ -496,7 +507,7 @@ def measure(path: Path, row_list: list[str] | None = None, seeds: int = 3, jobs:
     if REFERENCE_ROW in order:
         notes.append("The MedMNIST row is the MedMNIST v2 protocol (bench_models.py) with "
                      "its epochs set from a timed probe so that it trains in about the "
-                     "baseline's mean training time.")
+                     "winner's mean training time.")
     return {"results": results, "winner": winner, "table": table, "goals": goals,
             "notes": notes, "alone": alone, "data_md5": data_md5, "seeds": seed_list,
             "order": order, "bench_seconds": time.perf_counter() - t0}

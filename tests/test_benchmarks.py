@@ -152,12 +152,15 @@ def test_recipe_pieces():
     f = bench_recipe.standardiser(s)
     a, b = f(s).images.astype(float), f(dark).images.astype(float)
     assert abs(a.mean() - b.mean()) < 3 and abs(a.std() - b.std()) < 3  # the shift is gone
-    def fake(row, auc, passes):
-        return {"row": row, "per_seed": [{"val_specificity": 0.5}], "image_passes": passes,
+    def fake(row, spec, auc, passes):
+        return {"row": row, "per_seed": [{"val_specificity": spec}], "image_passes": passes,
                 "summary": {"val_auc": {"mean": auc}}}
 
-    rows = [fake("recipe_today", 0.90, 100), fake("ema", 0.95, 110), fake("longer", 0.99, 200)]
-    assert bench_recipe.choose_winner(rows)["row"] == "ema"  # "longer" costs 2x the baseline
+    # validation specificity at the recall target first, validation AUC on ties; "longer"
+    # costs more than the budget allows (2.5x the baseline's image passes)
+    rows = [fake("recipe_today", 0.90, 0.99, 100), fake("ema", 0.95, 0.95, 110),
+            fake("mixup", 0.95, 0.96, 200), fake("longer", 0.99, 0.99, 250)]
+    assert bench_recipe.choose_winner(rows)["row"] == "mixup"
     members = bench_recipe.member_configs("seed_ensemble", 1)
     assert [m[1]["seed"] for m in members] == [1, 101, 201]
     assert bench_recipe.member_configs("tta", 0) == bench_recipe.member_configs("recipe_today", 0)
