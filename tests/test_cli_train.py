@@ -62,3 +62,45 @@ def test_train_then_evaluate_on_synthetic(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["threshold_rule"] == "cost_ratio=10"
     assert main(["evaluate", str(out), "--no-ci"]) == 0
     assert json.loads((out / "metrics.json").read_text())["threshold_rule"] == "recall>=0.98"
+
+
+def test_train_defaults_are_the_recipe_and_flags_override_it(tmp_path):
+    from fnlab.cli import build_parser
+    from fnlab.cli.train import config_from_args
+    from fnlab.train import RECIPE_28PX, TrainConfig, recipe_config
+
+    base = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "r")]
+    config = config_from_args(build_parser().parse_args(base))
+    expected = recipe_config(dataset="synthetic", profile="full")
+    for field, value in RECIPE_28PX.items():
+        assert getattr(config, field) == value != getattr(TrainConfig(), field)
+    for field in ("epochs", "batch_size", "lr", "loss", "augment", "balanced_sampler", "ema"):
+        assert getattr(config, field) == getattr(expected, field), field
+    config = config_from_args(build_parser().parse_args(
+        [*base, "--augment", "xray", "--balanced-sampler"]))
+    assert (config.augment, config.balanced_sampler) == ("xray", True)
+    config = config_from_args(build_parser().parse_args([*base, "--no-balanced-sampler"]))
+    assert config.balanced_sampler is False
+
+
+def test_the_recipe_is_the_recipe_benchmarks_winner():
+    """RECIPE_28PX is what benchmarks/results/recipe.json chose (the benchmark's row config)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from fnlab.train import RECIPE_28PX
+
+    root = Path(__file__).resolve().parents[1]
+    result = root / "benchmarks" / "results" / "recipe.json"
+    if not result.is_file():
+        pytest.skip("benchmarks/results/recipe.json absent")
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        bench_recipe = importlib.import_module("bench_recipe")
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    winner = json.loads(result.read_text())["figures"]["winner"]
+    spec = bench_recipe.ROWS[winner]
+    assert not {"members", "undersample", "standardise", "tta"} & set(spec), spec
+    assert spec.get("config", {}) == RECIPE_28PX

@@ -2,11 +2,12 @@
 
 ::
 
-    fnlab train --dataset pneumoniamnist --data-path ../shared/data/pneumoniamnist_28_variant.npz \\
+    fnlab train --dataset pneumoniamnist --data-path ../shared/data/pneumoniamnist_28_union.npz \\
         --model smallcnn --out runs/smallcnn
 
-The defaults are the fnlab recipe (see the README's results section); every
-option of :class:`fnlab.train.TrainConfig` that matters has a flag. The Run
+The defaults are the fnlab 28 px recipe (:func:`fnlab.train.recipe_config`, the winner of
+``benchmarks/bench_recipe.py``; see the README's results section); every option of
+:class:`fnlab.train.TrainConfig` that matters has a flag. The Run
 folder gets ``checkpoint.pt``, ``config.json``, ``history.csv``, val and test
 Predictions and ``metrics.json``.
 """
@@ -30,9 +31,9 @@ from fnlab.cli.validate import (
 
 
 def register(subparsers) -> None:
-    from fnlab.train import TrainConfig
+    from fnlab.train import recipe_config
 
-    d = TrainConfig()
+    d = recipe_config()
     p = subparsers.add_parser("train", help="train a model and write a Run folder",
                               description=__doc__.split("::")[0].strip())
     p.add_argument("--dataset", default="auto",
@@ -55,8 +56,13 @@ def register(subparsers) -> None:
                    help="val_auc, val_loss or last: which epoch's weights to keep")
     p.add_argument("--patience", type=positive_int, default=None, help="early stopping patience")
     p.add_argument("--augment", default=d.augment or "none",
-                   help="xray, xray_strong (batched), light, standard, strong, over, site, none")
-    p.add_argument("--balanced-sampler", action="store_true", help="sample classes equally")
+                   help="xray, xray_strong (batched), light, standard, strong, over, site, none "
+                        f"(default {d.augment or 'none'})")
+    p.add_argument("--balanced-sampler", dest="balanced_sampler", action="store_true",
+                   default=d.balanced_sampler,
+                   help="sample classes equally" + (" (the default)" if d.balanced_sampler else ""))
+    p.add_argument("--no-balanced-sampler", dest="balanced_sampler", action="store_false",
+                   help="sample the training images as they come")
     p.add_argument("--tta", dest="tta", action="store_true", default=d.tta,
                    help="test-time augmentation (1-pixel shifts)")
     p.add_argument("--no-tta", dest="tta", action="store_false")
