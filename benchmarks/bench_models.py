@@ -378,23 +378,22 @@ def _ci(summary: dict) -> str:
     return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—"
 
 
+def summary_row(label: str, budget: str, s: dict, timed: bool = True) -> list[str]:
+    """One table row (the columns of :func:`build_table`) from a :func:`summarise` dict."""
+    return [label, budget, _ms(s.get("val_auc")), _ms(s.get("test_auc")), _ci(s),
+            _ms(s.get("sensitivity")), _ms(s.get("specificity")), _ms(s.get("fn"), 1),
+            _ms(s.get("test_accuracy_at_0.5")),
+            _ms(s.get("train_seconds"), 0) if timed else "—"]
+
+
 def build_table(model_rows: list[dict], ensemble: dict, n_test_pos: int) -> dict:
     columns = ["model", "budget", "val AUC", "test AUC (mean ± sd)", "AUC 95% CI",
                "sensitivity", "specificity", f"FN (of {n_test_pos})", "ACC@0.5",
                "train s"]
-    rows = []
-    for m in model_rows:
-        s = m["summary"]
-        rows.append([m["label"], m["budget"], _ms(s.get("val_auc")), _ms(s.get("test_auc")),
-                     _ci(s), _ms(s.get("sensitivity")), _ms(s.get("specificity")),
-                     _ms(s.get("fn"), 1), _ms(s.get("test_accuracy_at_0.5")),
-                     _ms(s.get("train_seconds"), 0)])
+    rows = [summary_row(m["label"], m["budget"], m["summary"]) for m in model_rows]
     if ensemble:
-        s = ensemble["summary"]
-        rows.append([f"mean ensemble of {', '.join(ensemble['members'])}", "—",
-                     _ms(s.get("val_auc")), _ms(s.get("test_auc")), _ci(s),
-                     _ms(s.get("sensitivity")), _ms(s.get("specificity")),
-                     _ms(s.get("fn"), 1), _ms(s.get("test_accuracy_at_0.5")), "—"])
+        rows.append(summary_row(f"mean ensemble of {', '.join(ensemble['members'])}", "—",
+                                ensemble["summary"], timed=False))
         p = ensemble["all_seeds"]
         ci = p.get("test_auc_ci") or [None, None]
         rows.append([f"same, all seeds' runs pooled ({ensemble['k']} models x seeds)", "—",
@@ -453,15 +452,11 @@ def recipe_section(data_path: Path, n_seeds: int, args) -> dict:
         r = by_row.get(key)
         if r is None:
             continue
-        s = r["summary"]
         if key == winner:
             label = label.replace("(winner", "(**winner**")
         budget = (f"{'+'.join(str(e) for e in r['epochs'])} ep × {r['n_train']:,}"
                   if r.get("epochs") else "—")
-        rows.append([label, budget, _ms(s.get("val_auc")), _ms(s.get("test_auc")), _ci(s),
-                     _ms(s.get("sensitivity")), _ms(s.get("specificity")),
-                     _ms(s.get("fn"), 1), _ms(s.get("test_accuracy_at_0.5")),
-                     _ms(s.get("train_seconds"), 0)])
+        rows.append(summary_row(label, budget, r["summary"]))
     for label, auc in BR.PUBLISHED.items():
         rows.append([label, "—", "—", C.fmt(auc), "—", "—", "—", "—", "—", "—"])
     figures = {"winner": winner,
