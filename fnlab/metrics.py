@@ -114,8 +114,8 @@ def _counts_at(y: np.ndarray, s: np.ndarray, thresholds: np.ndarray):
     return tp, fp, len(neg) - fp, len(pos) - tp
 
 
-def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else math.nan
+def _safe_auc(y: np.ndarray, s: np.ndarray, max_fpr: float | None = None) -> float:
+    return float(roc_auc_score(y, s, max_fpr=max_fpr)) if 0 < y.sum() < len(y) else math.nan
 
 
 def _safe_pr_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -224,11 +224,7 @@ def high_sensitivity_auc(preds: Predictions, min_sensitivity: float = 0.9) -> fl
     if not 0.0 <= min_sensitivity < 1.0:
         raise ValueError(f"min_sensitivity must be in [0, 1), got {min_sensitivity}")
     y, s = _binary_arrays(preds)
-    if not 0 < y.sum() < len(y):
-        return math.nan
-    if min_sensitivity == 0.0:
-        return float(roc_auc_score(y, s))
-    return float(roc_auc_score(1 - y, -s, max_fpr=1.0 - min_sensitivity))
+    return _safe_auc(1 - y, -s, max_fpr=(1.0 - min_sensitivity) if min_sensitivity else None)
 
 
 def metrics_at_thresholds(preds: Predictions, thresholds) -> pd.DataFrame:
