@@ -60,6 +60,8 @@ class Profile:
     max_train_images: int | None
     #: per-model builder options this profile applies (see :func:`model_kwargs`)
     model_overrides: dict = field(default_factory=dict)
+    #: the notebooks' other budgets by name (see :data:`BUDGETS` and :meth:`budget`)
+    budgets: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,19 +76,55 @@ class Profile:
         """
         return dict(self.model_overrides.get(model, {}))
 
+    def budget(self, name: str):
+        """One of the notebooks' budgets (:data:`BUDGETS` names them all).
+
+        >>> get_profile("smoke").budget("pgd_steps"), get_profile("lessons").budget("pgd_steps")
+        (5, 10)
+        >>> get_profile("smoke").budget("nope")
+        Traceback (most recent call last):
+        ...
+        KeyError: "profile 'smoke' has no budget 'nope'; budgets: ...
+        """
+        if name not in self.budgets:
+            raise KeyError(f"profile {self.name!r} has no budget {name!r}; budgets: "
+                           f"{', '.join(sorted(self.budgets))}")
+        return self.budgets[name]
+
 
 #: The profile a notebook, ``make course`` and ``fnlab course run`` use when none is given.
 DEFAULT_PROFILE = "lessons"
 
+#: What each of the notebooks' budgets means (every profile sets every one of them).
+BUDGETS: dict[str, str] = {
+    "small_cnn_width": "channels of the small CNN's first stage in notebook 03's sweeps (and 08's)",
+    "explain_scored": "detected pneumonias per split scored against their lesion masks (06)",
+    "explain_fast": "fewer Integrated-Gradients steps and non-overlapping occlusion patches (06)",
+    "pgd_steps": "projected-gradient-descent steps of an attack (07)",
+    "adversarial_epochs": "epochs of the adversarial and the clean fine-tune (07)",
+    "cv_folds": "folds of the cross-validation (08)",
+    "cv_epochs": "epochs of each cross-validation fold (08; None: the profile's epochs)",
+    "conformal_splits": "random calibration/test splits that check the conformal guarantee (08)",
+}
+
+_LAPTOP_BUDGETS = {"small_cnn_width": 16, "explain_scored": 60, "explain_fast": True,
+                   "pgd_steps": 10, "adversarial_epochs": 2, "cv_folds": 3, "cv_epochs": 3,
+                   "conformal_splits": 1000}
+
 PROFILES: dict[str, Profile] = {
     "lessons": Profile("lessons", image_size=32, n_train=2000, n_val=600, n_test=600,
                        epochs=6, batch_size=64, max_train_images=2000,
-                       model_overrides=LAPTOP_MODEL_KWARGS),
+                       model_overrides=LAPTOP_MODEL_KWARGS, budgets=_LAPTOP_BUDGETS),
     "smoke": Profile("smoke", image_size=32, n_train=800, n_val=300, n_test=300,
                      epochs=3, batch_size=64, max_train_images=1500,
-                     model_overrides=LAPTOP_MODEL_KWARGS),
+                     model_overrides=LAPTOP_MODEL_KWARGS,
+                     budgets={**_LAPTOP_BUDGETS, "explain_scored": 16, "pgd_steps": 5,
+                              "adversarial_epochs": 1, "cv_folds": 2, "cv_epochs": 1,
+                              "conformal_splits": 200}),
     "full": Profile("full", image_size=64, n_train=4000, n_val=1000, n_test=1000,
-                    epochs=15, batch_size=128, max_train_images=None),
+                    epochs=15, batch_size=128, max_train_images=None,
+                    budgets={**_LAPTOP_BUDGETS, "small_cnn_width": 32, "explain_scored": 200,
+                             "explain_fast": False, "cv_folds": 5, "cv_epochs": None}),
 }
 
 
