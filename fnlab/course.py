@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnlab import __version__
+from fnlab.book import strip_exercises
 from fnlab.config import (
     OFFLINE_ENV,
     PNEUMONIAMNIST_ENV,
@@ -340,6 +341,47 @@ def _prepare_dataset(dataset: str, offline: bool | None) -> str:
     return f"{name} ({reason})"
 
 
+#: The kernel manager of course runs: on POSIX the kernel talks over IPC sockets on this
+#: machine (no TCP ports opened, and no "Kernel is running over TCP without encryption"
+#: warning per notebook); elsewhere Jupyter's default.
+LOCAL_KERNEL_MANAGER = ("fnlab.course.LocalKernelManager" if os.name == "posix"
+                        else "jupyter_client.manager.AsyncKernelManager")
+
+
+def __getattr__(name):  # the kernel manager class is built on first use (jupyter_client is heavy)
+    if name == "LocalKernelManager":
+        from jupyter_client.manager import AsyncKernelManager
+
+        class LocalKernelManager(AsyncKernelManager):
+            """A kernel reached over IPC sockets beside its connection file (POSIX only)."""
+
+            def __init__(self, **kwargs):
+                kwargs.setdefault("transport", "ipc")
+                super().__init__(**kwargs)
+
+        globals()["LocalKernelManager"] = LocalKernelManager
+        return LocalKernelManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _reader_copy(executed: Path) -> None:
+    """Rewrite an executed notebook as students read it: no otter markers, no hidden tests.
+
+    The run copy is what a student opens; the grading machinery works from the master
+    notebooks, never from these copies.
+    """
+    if not executed.is_file():
+        return
+    try:
+        nb = json.loads(executed.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(nb, dict):
+        tmp = executed.with_name(executed.name + ".tmp")
+        tmp.write_text(json.dumps(strip_exercises(nb), indent=1, ensure_ascii=False) + "\n")
+        tmp.replace(executed)
+
+
 def _run_notebooks(result, paths, params, pm, tqdm, progress, kernel_name, cell_timeout):
     out_dir = result.out_dir
     t_all = time.perf_counter()
@@ -356,10 +398,12 @@ def _run_notebooks(result, paths, params, pm, tqdm, progress, kernel_name, cell_
             pm.execute_notebook(
                 str(path), str(executed), parameters=params, cwd=str(path.parent),
                 progress_bar=False, kernel_name=kernel_name, execution_timeout=cell_timeout,
+                kernel_manager_class=LOCAL_KERNEL_MANAGER,
             )
         except Exception as exc:  # noqa: BLE001 - any failure is recorded, the run goes on
             error = _error_of(exc, executed)
         finally:
+            _reader_copy(executed)
             if old_env is None:
                 os.environ.pop(RECORD_ENV, None)
             else:

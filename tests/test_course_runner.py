@@ -219,3 +219,22 @@ def test_data_path_reaches_the_kernels_and_is_restored(tiny_course, tiny_npz, mo
     figures = json.loads((out / "summary.json").read_text())["notebooks"][0]["figures"]
     assert figures == {"named": str(npz.resolve()), "used": "pneumoniamnist"}
     assert "FNLAB_PNEUMONIAMNIST" not in os.environ
+
+
+def test_run_copies_are_what_a_student_reads_and_kernels_talk_over_ipc(tmp_path, monkeypatch,
+                                                                       capfd):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir / "00_quiz.ipynb", "x = ...\n# BEGIN SOLUTION\nx = 42\n# END SOLUTION",
+              '""" # BEGIN TEST CONFIG\nhidden: true\n""" # END TEST CONFIG\nassert x == 42')
+    nb = nbformat.read(nbdir / "00_quiz.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_raw_cell("# BEGIN QUESTION\nname: q1"))
+    nb.cells.append(nbformat.v4.new_raw_cell("# END QUESTION"))
+    nbformat.write(nb, nbdir / "00_quiz.ipynb")
+    monkeypatch.setattr(course, "notebooks_dir", lambda: nbdir)
+    out = tmp_path / "out"
+    assert main(["course", "run", "--out", str(out), "--no-progress"]) == 0
+    copy = (out / "00_quiz.ipynb").read_text()
+    assert "BEGIN QUESTION" not in copy and "hidden: true" not in copy and "x = 42" not in copy
+    if os.name == "posix":
+        assert "without encryption" not in capfd.readouterr().err
