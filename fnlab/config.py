@@ -26,6 +26,9 @@ DATA_DIR_ENV = "FNLAB_DATA_DIR"
 DEVICE_ENV = "FNLAB_DEVICE"
 #: Environment variable: ``1`` means never try the network (tests, CI, offline classrooms).
 OFFLINE_ENV = "FNLAB_OFFLINE"
+#: Set by a course run whose one download attempt failed: the reason every notebook then gives
+#: for using the synthetic X-rays (the same words as the run's summary.md).
+AUTO_REASON_ENV = "FNLAB_AUTO_REASON"
 #: Names a PneumoniaMNIST ``.npz`` explicitly (a rebuilt or variant file, not the official
 #: download): ``dataset="auto"`` and ``"pneumoniamnist"`` then load it, with a warning when
 #: its checksum is not the official one. ``fnlab course run --data-path FILE`` sets it.

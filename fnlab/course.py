@@ -32,6 +32,7 @@ from pathlib import Path
 from fnlab import __version__
 from fnlab.book import strip_exercises
 from fnlab.config import (
+    AUTO_REASON_ENV,
     OFFLINE_ENV,
     PNEUMONIAMNIST_ENV,
     PROJECT_ROOT,
@@ -309,7 +310,7 @@ def run_course(
     result = CourseResult(out_dir, profile, dataset, params, [],
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
     saved = {name: os.environ.get(name)
-             for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV, STATIC_WIDGETS_ENV)}
+             for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV, STATIC_WIDGETS_ENV, AUTO_REASON_ENV)}
     try:
         os.environ[STATIC_WIDGETS_ENV] = "1"  # no browser: widgets render as static outputs
         if data_path is not None:
@@ -338,6 +339,7 @@ def _prepare_dataset(dataset: str, offline: bool | None) -> str:
     name, reason = resolve_dataset("auto", offline=offline)
     if name != "pneumoniamnist" and medmnist.cached_path(28) is None and not offline_mode():
         os.environ[OFFLINE_ENV] = "1"  # the download failed: no kernel retries it
+        os.environ[AUTO_REASON_ENV] = reason  # and every notebook says why in the same words
     return f"{name} ({reason})"
 
 

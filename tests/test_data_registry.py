@@ -153,3 +153,14 @@ def test_a_missing_file_named_by_env_falls_back_or_is_a_clear_error(tmp_path, mo
     assert name == "synthetic" and "nowhere.npz: file not found" in reason
     with pytest.raises(DatasetNotAvailable, match="nowhere.npz: file not found"):
         load_dataset("pneumoniamnist")
+
+
+def test_a_course_runs_failed_download_reason_is_what_every_notebook_says(tmp_path, monkeypatch):
+    from fnlab.data.registry import resolve_dataset
+
+    monkeypatch.setenv("FNLAB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FNLAB_OFFLINE", "1")
+    monkeypatch.delenv("FNLAB_PNEUMONIAMNIST", raising=False)
+    assert "offline mode" in resolve_dataset("auto")[1]
+    monkeypatch.setenv("FNLAB_AUTO_REASON", "could not download PneumoniaMNIST (timed out)")
+    assert resolve_dataset("auto") == ("synthetic", "could not download PneumoniaMNIST (timed out)")

@@ -29,6 +29,7 @@ Example
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fnlab.config import OFFLINE_ENV, PNEUMONIAMNIST_ENV, named_pneumoniamnist, offline_mode
+from fnlab.config import (
+    AUTO_REASON_ENV,
+    OFFLINE_ENV,
+    PNEUMONIAMNIST_ENV,
+    named_pneumoniamnist,
+    offline_mode,
+)
 from fnlab.data import medmnist
 from fnlab.data.imageset import BINARY_CLASSES, FOUR_CLASSES, ImageSet
 from fnlab.profiles import Profile, get_profile
@@ -276,6 +283,8 @@ def _resolve_auto(offline: bool | None, download: bool, progress: bool) -> tuple
         _say(f"fnlab: {reason}")
         return "synthetic", reason
     if offline_mode(offline):
+        if os.environ.get(AUTO_REASON_ENV):  # a course run's failed download: its words
+            return "synthetic", os.environ[AUTO_REASON_ENV]
         return "synthetic", (
             f"offline mode ({OFFLINE_ENV}=1): real PneumoniaMNIST is not cached in {folder} and "
             f"was not downloaded; {_SYNTHETIC} ({_GET_REAL} fetches it)")
