@@ -78,3 +78,35 @@ def test_summary_and_exercises_with_checks(nb):
 def test_notebooks_use_no_network_and_no_absolute_paths(nb):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "/work/" not in code and "urlopen" not in code and "download(" not in code
+
+
+def _notebook_stats():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_stats",
+                                                  ROOT / "tools" / "notebook_stats.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_course_reads_like_a_textbook(capsys):
+    """Short cells, few prints, little plumbing, one short import cell (tools/notebook_stats.py)."""
+    stats = _notebook_stats()
+    totals = stats.course_totals(NOTEBOOKS)
+    with capsys.disabled():
+        print(f"\ncourse: {totals['prints']} print calls, longest code cell "
+              f"{totals['longest_cell']} lines, plumbing {totals['plumbing_share']:.1%} of "
+              f"{totals['code_lines']} code lines")
+    assert not stats.problems(totals), "; ".join(stats.problems(totals))
+
+
+def test_notebooks_build_one_lesson_face_and_branch_on_no_profile(nb):
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code"
+                     and "parameters" not in c.metadata.get("tags", []))
+    assert "from fnlab import lab" in code, f"{nb.path.name}: import the lesson face"
+    assert re.search(r"^lesson = lab\.Lesson\(", code, re.M), f"{nb.path.name}: build one Lesson"
+    assert not re.search(r"\bprofile\s*(==|!=|\bin\b)", code), (
+        f"{nb.path.name}: a profile branch; put the budget in fnlab.profiles and use lesson.budget")
+    assert not re.search(r"^\s*if .*\bholds\b.*:\s*$", code, re.M), (
+        f"{nb.path.name}: a verdict tree; write the prose in Markdown, or one claim(then=, otherwise=)")
