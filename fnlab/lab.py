@@ -163,12 +163,13 @@ class Lesson:
         """The training configuration of ``model`` under this lesson's profile.
 
         ``overrides`` set any :class:`~fnlab.train.TrainConfig` field (``loss``,
-        ``augment``, ``lr``, ...). ``dataset`` (default: this lesson's) and ``seed``
+        ``augment``, ``lr``, ``epochs``, ...). ``dataset`` (default: this lesson's) and ``seed``
         (default: this lesson's) pick another data set or initialisation.
         """
         overrides.setdefault("data_path", self.data_path)
+        overrides.setdefault("epochs", self.epochs)  # e.g. more epochs for a small subset
         return lesson_config(model, dataset=dataset or self.dataset, profile=self.profile,
-                             seed=self.seed if seed is None else int(seed), epochs=self.epochs,
+                             seed=self.seed if seed is None else int(seed),
                              device=self.device, **overrides)
 
     def splits(self, dataset: str | None = None, data_seed: int | None = None) -> dict[str, ImageSet]:
