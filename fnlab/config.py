@@ -177,3 +177,23 @@ def named_pneumoniamnist() -> Path | None:
     """
     value = os.environ.get(PNEUMONIAMNIST_ENV, "").strip()
     return Path(value).expanduser() if value else None
+
+
+def progress_bar(iterable=None, **kwargs):
+    """tqdm's progress bar: a widget in JupyterLab, text in a terminal, none in batch runs.
+
+    A course run (``fnlab course run``) sets ``TQDM_DISABLE=1`` for its kernels: a bar saved
+    into an executed notebook would stay a widget stuck at "0%" in the run copy and the book.
+    tqdm's notebook bar ignores that variable, so every fnlab loop asks for its bar here.
+
+    >>> import os
+    >>> os.environ["TQDM_DISABLE"] = "1"
+    >>> progress_bar(range(3)).disable
+    True
+    >>> del os.environ["TQDM_DISABLE"]
+    """
+    if os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
+        kwargs["disable"] = True
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)

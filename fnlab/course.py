@@ -310,9 +310,13 @@ def run_course(
     result = CourseResult(out_dir, profile, dataset, params, [],
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
     saved = {name: os.environ.get(name)
-             for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV, STATIC_WIDGETS_ENV, AUTO_REASON_ENV)}
+             for name in (OFFLINE_ENV, PNEUMONIAMNIST_ENV, STATIC_WIDGETS_ENV, AUTO_REASON_ENV,
+                          "TQDM_DISABLE")}
     try:
         os.environ[STATIC_WIDGETS_ENV] = "1"  # no browser: widgets render as static outputs
+        # no progress bars inside the kernels: a saved notebook would keep a widget stuck at
+        # "0%" (tqdm reads TQDM_DISABLE; the run's own bar passes disable= and is unaffected)
+        os.environ["TQDM_DISABLE"] = "1"
         if data_path is not None:
             os.environ[PNEUMONIAMNIST_ENV] = str(data_path)
         result.dataset_note = _prepare_dataset(dataset, offline)

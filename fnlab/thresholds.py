@@ -378,7 +378,7 @@ def check_conformal_guarantee(
     splitter = StratifiedShuffleSplit(n_splits=int(n_splits), train_size=frac, random_state=seed)
     splits = splitter.split(np.zeros(len(y)), y)
     if progress:
-        from tqdm.auto import tqdm
+        from fnlab.config import progress_bar as tqdm
 
         splits = tqdm(splits, total=int(n_splits), desc=f"conformal check ({method})")
     rows = []

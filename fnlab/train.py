@@ -580,7 +580,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
     rows: list[dict] = []
     best_value, best_epoch, best_state = None, 0, None
     stale, stopped_early, train_time, seen = 0, False, 0.0, 0
-    from tqdm.auto import tqdm
+    from fnlab.config import progress_bar as tqdm
 
     bar = tqdm(range(1, config.epochs + 1), desc=f"{getattr(model, 'arch', 'model')}",
                unit="epoch", disable=not config.progress, leave=True)

@@ -225,7 +225,8 @@ def test_run_copies_are_what_a_student_reads_and_kernels_talk_over_ipc(tmp_path,
                                                                        capfd):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _notebook(nbdir / "00_quiz.ipynb", "x = ...\n# BEGIN SOLUTION\nx = 42\n# END SOLUTION",
+    _notebook(nbdir / "00_quiz.ipynb", "from fnlab.config import progress_bar\nfor _ in progress_bar(range(3)): pass",
+              "x = ...\n# BEGIN SOLUTION\nx = 42\n# END SOLUTION",
               '""" # BEGIN TEST CONFIG\nhidden: true\n""" # END TEST CONFIG\nassert x == 42')
     nb = nbformat.read(nbdir / "00_quiz.ipynb", as_version=4)
     nb.cells.insert(1, nbformat.v4.new_raw_cell("# BEGIN QUESTION\nname: q1"))
@@ -236,5 +237,6 @@ def test_run_copies_are_what_a_student_reads_and_kernels_talk_over_ipc(tmp_path,
     assert main(["course", "run", "--out", str(out), "--no-progress"]) == 0
     copy = (out / "00_quiz.ipynb").read_text()
     assert "BEGIN QUESTION" not in copy and "hidden: true" not in copy and "x = 42" not in copy
+    assert "0%" not in copy and "widget-view" not in copy, "no progress bar in a run copy"
     if os.name == "posix":
         assert "without encryption" not in capfd.readouterr().err

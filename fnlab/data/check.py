@@ -185,8 +185,7 @@ def _detect_layout(root: Path):
 
 
 def _check_tree(root: Path, report: CheckReport, progress: bool, workers) -> None:
-    from tqdm.auto import tqdm
-
+    from fnlab.config import progress_bar as tqdm
     from fnlab.data.folders import (
         DatasetLayoutError,
         _default_workers,

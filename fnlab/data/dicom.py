@@ -437,7 +437,7 @@ def load_dicom_folder(root, labels_csv=None, size: int = 224, method: str = "cro
         raise ValueError(f"method must be one of {', '.join(map(repr, SQUARE_METHODS))}, "
                          f"got {method!r}")
     pydicom = _pydicom()
-    from tqdm.auto import tqdm
+    from fnlab.config import progress_bar as tqdm
 
     scan = scan_dicom(root, class_names=class_names, labels_csv=labels_csv)
     if scan.problems and on_error == "raise":

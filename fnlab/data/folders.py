@@ -322,8 +322,7 @@ def read_images(paths, size: int | None, method: str = "crop", on_error: str = "
     ``on_error="skip"``; ``"raise"`` raises :class:`~fnlab.data.imageio.ImageReadError`
     at the first bad file). With ``size=None`` all images must share one size.
     """
-    from tqdm.auto import tqdm
-
+    from fnlab.config import progress_bar as tqdm
     from fnlab.data.imageio import MAX_PIXELS
 
     _check_on_error(on_error)

@@ -463,7 +463,7 @@ def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float
             with _open(url, connect_timeout, timeout) as response:
                 answered = True
                 total = int(response.headers.get("Content-Length") or 0) or None
-                from tqdm.auto import tqdm
+                from fnlab.config import progress_bar as tqdm
 
                 with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=info.filename, disable=not progress, leave=False,
