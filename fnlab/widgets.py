@@ -66,9 +66,10 @@ def readout_html(state: dict) -> str:
     """The readout line shown beside the slider, as HTML (counts first, then rates)."""
     return (f"<b>{state['readout']}</b> &nbsp; sensitivity {state['sensitivity']:.3f} &nbsp; "
             f"specificity {state['specificity']:.3f} &nbsp; PPV {state['ppv']:.3f} &nbsp; "
-            f"NPV {state['npv']:.3f} &nbsp; | &nbsp; per 1,000 screened at prevalence "
+            f"NPV {state['npv']:.3f} (in this set) &nbsp; | &nbsp; per 1,000 screened at prevalence "
             f"{state['prevalence']:.0%}: <b>{state['missed_per_1000']:.1f} missed</b>, "
-            f"{state['false_alarms_per_1000']:.1f} false alarms")
+            f"{state['false_alarms_per_1000']:.1f} false alarms, PPV there "
+            f"{state['ppv_at_prevalence']:.3f}")
 
 
 def min_cost_state(tune_preds: Predictions, cost_ratio: float, prevalence: float | None = None) -> dict:
