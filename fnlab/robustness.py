@@ -63,6 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fnlab.data.imageset import ImageSet
+from fnlab.data.synthetic import SITE_NAMES, generate
 from fnlab.explain import _blur, _model_device, as_batch
 from fnlab.metrics import binary_metrics
 from fnlab.predictions import Predictions, check_threshold
@@ -81,6 +82,10 @@ __all__ = [
     "positive_scores",
     "shift_parameter",
     "shift_sweep",
+    "site_metrics",
+    "site_test_sets",
+    "usable_worst_site",
+    "value_at_eps",
 ]
 
 #: kind -> (parameter name, values at severities 1..5).
@@ -687,3 +692,93 @@ def adversarial_train(model: nn.Module, train_set: ImageSet, epochs: int = 2, ep
         rows.append({"epoch": epoch, **{k: v / len(order) for k, v in sums.items()}})
     model.eval()
     return model, pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- sites
+def site_test_sets(home_test: ImageSet, site_shift: float, seed: int = 0,
+                   sites: Sequence[int] | None = None) -> dict[int, ImageSet]:
+    """The home site's test split plus as many synthetic test images from each other site.
+
+    Site 0 (A, the reference) is ``home_test`` itself; every other site of ``sites``
+    (default: all of :data:`fnlab.data.synthetic.SITE_NAMES`) gets ``len(home_test)``
+    images of the same size, rendered ``site_shift`` times as far from site A as the
+    generator's presets (notebook 07, section 1). The draw depends only on ``seed`` and
+    the site, so every model of a notebook reads the same films.
+
+    >>> home = generate(8, image_size=28, sites=(0,), seed=1, split="test")
+    >>> sets = site_test_sets(home, site_shift=1.0, seed=0, sites=(0, 2))
+    >>> sorted(sets), len(sets[2]), int(sets[2].meta["site"][0])
+    ([0, 2], 8, 2)
+    """
+    sites = range(len(SITE_NAMES)) if sites is None else sites
+    size, n = home_test.image_size, len(home_test)
+    return {int(s): home_test if s == 0 else
+            generate(n, image_size=size, sites=(int(s),), site_shift=site_shift,
+                     seed=10_000 + 17 * int(seed) + int(s), split=f"site {SITE_NAMES[s]}")
+            for s in sites}
+
+
+def site_metrics(predictions: dict[int, Predictions], threshold: float,
+                 model: str = "model") -> pd.DataFrame:
+    """AUC, sensitivity, specificity and misses of one model on every site, at one threshold.
+
+    ``predictions`` maps a site index to the model's :class:`Predictions` on that site's
+    images (computed once, then read at any threshold). One row per site: ``model``,
+    ``site`` (its name), ``auc``, ``sensitivity``, ``specificity``, ``fn`` and
+    ``pneumonias``.
+
+    >>> p = {0: Predictions([0, 1, 1], [0.1, 0.9, 0.4]), 1: Predictions([0, 1], [0.8, 0.9])}
+    >>> site_metrics(p, 0.5, "m")[["site", "sensitivity", "specificity", "fn"]].values.tolist()
+    [['A-reference', 0.5, 1.0, 1], ['B-portable', 1.0, 0.0, 0]]
+    """
+    rows = []
+    for s, preds in predictions.items():
+        m = binary_metrics(preds, threshold)
+        rows.append({"model": model, "site": SITE_NAMES[s], "auc": m["auc"],
+                     "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+                     "fn": m["fn"], "pneumonias": m["tp"] + m["fn"]})
+    return pd.DataFrame(rows)
+
+
+def usable_worst_site(table: pd.DataFrame, min_specificity: float = 0.30) -> pd.DataFrame:
+    """Each model's worst site by sensitivity, where a site it floods counts as failed.
+
+    ``table`` has one row per (model, site) with ``sensitivity`` and ``specificity``
+    (:func:`site_metrics`). A model whose specificity at a site is below
+    ``min_specificity`` calls nearly every film there pneumonia: its sensitivity there
+    proves nothing, so the site counts as sensitivity 0 (it can never "win" there).
+    One row per model (in the table's order): ``worst_site``, ``usable_sensitivity``
+    (the minimum over its sites), the ``sensitivity`` and ``specificity`` measured
+    there, and ``flooded`` (the sites under ``min_specificity``, comma-separated).
+    This is the rule notebook 07 (section 2) writes out by hand.
+
+    >>> t = pd.DataFrame({"model": ["a", "a", "b", "b"], "site": ["B", "C", "B", "C"],
+    ...                   "sensitivity": [1.0, 0.9, 0.8, 0.85], "specificity": [0.1, 0.7, 0.6, 0.5]})
+    >>> usable_worst_site(t)[["worst_site", "usable_sensitivity", "flooded"]].values.tolist()
+    [['B', 0.0, 'B'], ['B', 0.8, '']]
+    """
+    t = table.assign(usable_sensitivity=table["sensitivity"].where(
+        table["specificity"] >= min_specificity, 0.0))
+    rows = {}
+    for model, part in t.groupby("model", sort=False):
+        w = part.loc[part["usable_sensitivity"].idxmin()]
+        rows[model] = {"worst_site": w["site"], "usable_sensitivity": float(w["usable_sensitivity"]),
+                       "sensitivity": float(w["sensitivity"]),
+                       "specificity": float(w["specificity"]),
+                       "flooded": ", ".join(part.loc[part["specificity"] < min_specificity, "site"])}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def value_at_eps(table: pd.DataFrame, eps_grey_levels: float,
+                 column: str = "flipped_to_normal") -> float:
+    """One column of an :func:`adversarial_sweep` table at a budget given in grey levels.
+
+    >>> t = pd.DataFrame({"eps_grey_levels": [0.0, 2.0], "flipped_to_normal": [0.0, 0.4]})
+    >>> value_at_eps(t, 2)
+    0.4
+    """
+    hit = table.loc[np.isclose(table["eps_grey_levels"], eps_grey_levels), column]
+    if hit.empty:
+        raise ValueError(f"no row at {eps_grey_levels:g} grey levels; the sweep has "
+                         f"{', '.join(f'{e:g}' for e in table['eps_grey_levels'])}")
+    return float(hit.iloc[0])
