@@ -50,11 +50,13 @@ __all__ = [
     "apply_platt",
     "apply_temperature",
     "brier_score",
+    "calibration_table",
     "expected_calibration_error",
     "fit_platt",
     "fit_temperature",
     "negative_log_likelihood",
     "reliability_curve",
+    "reliability_plot",
 ]
 
 #: Probabilities are clipped to ``[EPS, 1 - EPS]`` before logits and logarithms.
@@ -305,3 +307,51 @@ def adjust_prevalence(preds: Predictions, prevalence: float, from_prevalence: fl
     out = preds.with_scores(special.expit(_logits(preds) + shift))
     out.meta["prevalence"] = float(prevalence)
     return out
+
+
+def calibration_table(sets: dict, temperature: float) -> pd.DataFrame:
+    """ECE and Brier score of each set of Predictions, raw and after one temperature.
+
+    ``sets`` maps a name (``"val"``, ``"test"``, ...) to Predictions; the temperature is
+    the one fitted on validation (:func:`fit_temperature`). One column per set, rows
+    ``ECE raw``, ``ECE scaled``, ``Brier raw``, ``Brier scaled``.
+
+    >>> y = np.r_[np.zeros(50, int), np.ones(50, int)]
+    >>> p = Predictions(y, np.r_[np.full(50, 0.01), np.full(50, 0.99)])
+    >>> round(float(calibration_table({"test": p}, 1.0).loc["ECE raw", "test"]), 3)
+    0.01
+    """
+    return pd.DataFrame(
+        {name: [expected_calibration_error(preds),
+                expected_calibration_error(apply_temperature(preds, temperature)),
+                brier_score(preds), brier_score(apply_temperature(preds, temperature))]
+         for name, preds in sets.items()},
+        index=["ECE raw", "ECE scaled", "Brier raw", "Brier scaled"])
+
+
+def reliability_plot(ax, versions: dict, n_bins: int = 10, title: str | None = None):
+    """Draw the reliability curve of each version of some Predictions on one axes.
+
+    ``versions`` maps a legend label to Predictions (e.g. raw, temperature-scaled and
+    Platt-scaled scores of the same test set); the dotted diagonal is perfect
+    calibration. Notebook 08 draws its reliability diagrams with it. Returns ``ax``.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> y = np.r_[np.zeros(50, int), np.ones(50, int)]
+    >>> ax = reliability_plot(plt.figure().gca(), {"raw": Predictions(y, np.linspace(0, 1, 100))})
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['raw', 'perfect calibration']
+    """
+    for k, (label, preds) in enumerate(versions.items()):
+        curve = reliability_curve(preds, n_bins=n_bins)
+        ax.plot(curve["mean_predicted"], curve["fraction_positive"], "os^vD"[k % 5] + "-",
+                color=f"C{(3, 0, 1, 2)[k % 4]}", label=label)
+    ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("observed share of pneumonia")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    return ax

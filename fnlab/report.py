@@ -68,6 +68,10 @@ __all__ = [
     "DEFAULT_INTENDED_USE",
     "DEFAULT_OUT_OF_SCOPE",
     "SECTIONS",
+    "confusion_figure",
+    "decision_curve_figure",
+    "subgroup_figure",
+    "subgroups_of",
     "failure_modes_from_subgroups",
     "model_card",
     "subgroup_sensitivity",
@@ -569,3 +573,145 @@ def write_model_card(run, path: str | Path | None = None, **kwargs) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+# --------------------------------------------------------------------------- figures of notebook 08
+def subgroups_of(meta: Mapping[str, Any], y_true) -> dict[str, np.ndarray]:
+    """The subgroup labels a test set's metadata allows: finding type and difficulty band.
+
+    ``meta`` is an ImageSet's ``meta`` (synthetic X-rays carry ``subtype`` and
+    ``difficulty``; real sets usually neither, and then the dict is empty: the model card
+    must say that no subgroup analysis was possible). Normals fall in the difficulty
+    band ``"normal"``.
+
+    >>> groups = subgroups_of({"difficulty": np.array([0.0, 0.1, 0.9])}, [0, 1, 1])
+    >>> groups["difficulty"].tolist()
+    ['normal', '0-0.25 obvious', '0.75-1 subtle']
+    """
+    y = np.asarray(y_true)
+    groups: dict[str, np.ndarray] = {}
+    if "subtype" in meta:
+        groups["subtype"] = np.asarray(meta["subtype"])
+    if "difficulty" in meta:
+        bands = pd.cut(np.asarray(meta["difficulty"]), [0, 0.25, 0.5, 0.75, 1.0], include_lowest=True,
+                       labels=["0-0.25 obvious", "0.25-0.5", "0.5-0.75", "0.75-1 subtle"])
+        groups["difficulty"] = np.where(y == 0, "normal", np.asarray(bands).astype(str))
+    return groups
+
+
+def subgroup_figure(tables: Mapping[str, pd.DataFrame], overall: Mapping[str, float]):
+    """Sensitivity (Wilson 95% CI) and specificity side by side for each group of each table.
+
+    ``tables`` maps a title (``"site (external)"``) to a :func:`subgroup_sensitivity`
+    table; ``overall`` maps the same titles to the overall sensitivity (dashed line).
+    Specificity stands beside every sensitivity bar: a group that "catches every
+    pneumonia" by flagging every patient shows a tall bar next to an empty one.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> p = Predictions([1, 1, 0, 1, 0, 0], [0.9, 0.8, 0.7, 0.2, 0.1, 0.6])
+    >>> fig = subgroup_figure({"site": subgroup_sensitivity(p, list("aaabbb"), 0.5)}, {"site": 0.67})
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ['overall sensitivity', 'sensitivity', 'specificity']
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables), 4.0), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        table = table[table["n_pneumonia"] > 0].sort_values("group")
+        x = np.arange(len(table))
+        err = [table["sensitivity"] - table["sensitivity_low"],
+               table["sensitivity_high"] - table["sensitivity"]]
+        ax.axhline(overall[name], color="k", ls="--", lw=1, label="overall sensitivity")
+        ax.bar(x - 0.2, table["sensitivity"], 0.4, yerr=err, capsize=3, color="C0", label="sensitivity")
+        ax.bar(x + 0.2, table["specificity"].fillna(0), 0.4, color="C1", label="specificity")
+        ax.set_xticks(x, table["group"].astype(str), rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.3)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.set_ylabel("share")
+        ax.set_title(f"by {name}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper center", ncol=3, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def decision_curve_figure(curves: Mapping[str, pd.DataFrame], prevalence: float,
+                          useful: tuple[float, float] | None = None):
+    """Net-benefit curves of the model (one per version of its probabilities) with the defaults.
+
+    ``curves`` maps a label to a :func:`fnlab.metrics.net_benefit` table; the first
+    one's ``treat_all`` and ``treat_none`` columns are drawn as the two default policies,
+    and ``useful`` (a ``(low, high)`` range of threshold probabilities) is shaded.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> dca = pd.DataFrame({"threshold": [0.1, 0.2], "model": [0.05, 0.04],
+    ...                     "treat_all": [0.0, -0.1], "treat_none": [0.0, 0.0]})
+    >>> fig = decision_curve_figure({"model": dca}, 0.1, useful=(0.1, 0.2))
+    >>> len(fig.axes[0].get_lines())
+    3
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    for k, (label, dca) in enumerate(curves.items()):
+        ax.plot(dca["threshold"], dca["model"], "C0" + ("-" if k == 0 else ":"), lw=2 if k == 0 else 1.5,
+                label=label)
+    first = next(iter(curves.values()))
+    ax.plot(first["threshold"], first["treat_all"], "C3--", label="treat all")
+    ax.plot(first["threshold"], first["treat_none"], "k-", lw=0.8, label="treat none")
+    if useful is not None and np.isfinite(useful[0]) and useful[1] > useful[0]:
+        ax.axvspan(*useful, color="C0", alpha=0.08, label="model beats both")
+    ax.set_ylim(-0.02, prevalence * 1.15)
+    ax.set_xlabel("threshold probability p_t")
+    ax.set_ylabel("net benefit (true positives per patient)")
+    ax.set_title(f"decision curve at a prevalence of {prevalence:.0%} (test set reweighted)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(preds: Predictions, per_class: pd.DataFrame):
+    """Per-class sensitivity beside the confusion matrix, ill patients called Normal boxed in red.
+
+    ``preds`` are multi-class Predictions whose class 0 is Normal; ``per_class`` is
+    :func:`fnlab.metrics.multiclass_report` of them. Returns ``(figure, counts)`` with the
+    confusion matrix (rows truth, columns the arg-max decision).
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from fnlab.metrics import multiclass_report
+    >>> p = Predictions([0, 1, 2], [[.8, .1, .1], [.6, .3, .1], [.1, .2, .7]],
+    ...                 class_names=("normal", "bacterial", "viral"))
+    >>> fig, cm = confusion_figure(p, multiclass_report(p))
+    >>> cm.tolist()
+    [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    """
+    import matplotlib.pyplot as plt
+
+    classes = list(preds.class_names)
+    k = len(classes)
+    cm = np.zeros((k, k), int)
+    np.add.at(cm, (np.asarray(preds.y_true), np.asarray(preds.scores).argmax(axis=1)), 1)
+    short = [c.replace("_", " ").replace(" ", "\n", 1) for c in classes]  # two-line tick labels
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1, 1.1]})
+    axes[0].bar(range(k), per_class.loc[classes, "sensitivity"], color=["grey"] + ["C0"] * (k - 1))
+    axes[0].set_xticks(range(k), short, fontsize=9)
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("sensitivity")
+    axes[0].set_title("per-class sensitivity (arg-max decision)")
+    axes[1].imshow(cm, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            missed = j == 0 and i > 0
+            axes[1].text(j, i, cm[i, j], ha="center", va="center", fontsize=10,
+                         color="crimson" if missed else "white" if cm[i, j] > cm.max() / 2 else "black",
+                         fontweight="bold" if missed else "normal")
+    axes[1].add_patch(plt.Rectangle((-0.5, 0.5), 1, k - 1, fill=False, ec="crimson", lw=3))
+    axes[1].set_xticks(range(k), short, fontsize=9)
+    axes[1].set_yticks(range(k), short, fontsize=9)
+    axes[1].set_xlabel("model says")
+    axes[1].set_ylabel("truth")
+    axes[1].set_title("red box: ill patients called Normal (false negatives)", fontsize=10)
+    fig.tight_layout()
+    return fig, cm
