@@ -77,8 +77,10 @@ __all__ = [
     "explanation_grid",
     "make_baseline",
     "mask_share",
+    "missed_pneumonias",
     "overlay",
     "peak_region",
+    "peak_summary",
     "pointing_game",
     "prepare_model",
     "score_against_masks",
@@ -458,7 +460,7 @@ def _run(model: nn.Module, wrapper: _ClassLogits, x: torch.Tensor, method: str, 
     batch_size = max(1, int(batch_size))
     starts = range(0, n, batch_size)
     if progress and n > batch_size:
-        from tqdm.auto import tqdm
+        from fnlab.config import progress_bar as tqdm
 
         starts = tqdm(starts, desc=method, unit="batch")
     out = []
@@ -499,6 +501,11 @@ def explain(model: nn.Module, images, method: str, target=None, baseline="black"
 
     Saliency, GradCAM and attention maps are >= 0; Integrated Gradients and occlusion
     are signed (positive = evidence for the target class).
+
+    Saliency is written out by hand in notebook 06 ("Saliency is one backward pass"):
+    the absolute gradient of the pneumonia logit with respect to each pixel, one
+    ``backward()`` for the whole batch; ``method="saliency"`` computes the same map
+    through Captum.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
     ...                     nn.Linear(2 * 8 * 8, 1))
@@ -972,3 +979,72 @@ def explanation_grid(images, attributions_by_method: Mapping[str, Any], titles=N
             ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def peak_summary(attribution, regions: Mapping[str, Any], tolerance: int = 0) -> dict:
+    """Where a batch of maps peaks (share per region of :func:`peak_region`) and how much they hold.
+
+    Returns ``{"n", "peak on <region>" for each region and "elsewhere", "empty map",
+    "positive mass"}``: the share of maps whose peak falls in each region, the share of
+    maps with no variation at all, and the mean positive attribution mass per map (how
+    much evidence for the class a map holds before an overlay stretches it to full
+    colour). Shares are NaN for an empty batch.
+
+    >>> a = np.zeros((2, 4, 4)); a[0, 0, 0] = 2.0
+    >>> lesion = np.zeros((2, 4, 4), bool); lesion[:, 0, 0] = True
+    >>> peak_summary(a, {"lesion": lesion})
+    {'n': 2, 'peak on lesion': 0.5, 'peak on elsewhere': 0.0, 'empty map': 0.5, 'positive mass': 1.0}
+    """
+    a = np.asarray(attribution, dtype=np.float64)
+    where = peak_region(a, regions, tolerance=tolerance) if len(a) else np.zeros(0, str)
+
+    def share(name):
+        return float(np.mean(where == name)) if len(a) else float("nan")
+
+    out = {"n": int(len(a))}
+    out.update({f"peak on {name}": share(name) for name in [*regions, "elsewhere"]})
+    out["empty map"] = share("flat")
+    out["positive mass"] = (float(np.clip(a, 0, None).reshape(len(a), -1).sum(axis=1).mean())
+                            if len(a) else float("nan"))
+    return out
+
+
+def missed_pneumonias(predictor, test, threshold: float, minimum: int = 8,
+                      max_draws: int = 3) -> dict:
+    """The pneumonias of a synthetic test set scored below ``threshold``, with lesion masks.
+
+    A good model misses few pneumonias, often too few to compare with the caught ones.
+    When ``test`` (a synthetic :class:`~fnlab.data.imageset.ImageSet` with
+    ``meta["split_seed"]``) holds fewer than ``minimum`` misses, up to ``max_draws`` more
+    test sets of the same size are drawn from the same generator (new patients, seeds
+    ``split_seed + 1, + 2, ...``) and their misses at the *same* threshold are added.
+    ``predictor`` is anything with ``predict(images) -> Predictions`` (a
+    :class:`~fnlab.runs.Run`). Returns ``images``, ``masks``, ``difficulty`` of the
+    misses and ``draws`` (how many extra test sets were needed).
+
+    >>> from fnlab.data.synthetic import generate
+    >>> from fnlab.predictions import Predictions
+    >>> class Dim:  # calls every image normal: every pneumonia is missed
+    ...     def predict(self, images):
+    ...         return Predictions(images.labels, np.zeros(len(images)))
+    >>> test = generate(20, seed=1, split="test", image_size=32)
+    >>> test.meta["split_seed"] = 1
+    >>> out = missed_pneumonias(Dim(), test, 0.5, minimum=1)
+    >>> out["draws"], len(out["images"]) == int(test.labels.sum())
+    (0, True)
+    """
+    from fnlab.data.synthetic import generate
+
+    def misses(images):
+        idx = np.flatnonzero((images.labels == 1) & (predictor.predict(images).scores < threshold))
+        return images.images[idx], images.masks[idx], np.asarray(images.meta["difficulty"])[idx]
+
+    parts = [misses(test)]
+    draws = 0
+    while sum(len(p[0]) for p in parts) < minimum and draws < max_draws:
+        draws += 1
+        more = generate(len(test), seed=int(test.meta["split_seed"]) + draws, split=f"test{draws}",
+                        image_size=test.images.shape[-1])
+        parts.append(misses(more))
+    images, masks, difficulty = (np.concatenate(col) for col in zip(*parts))
+    return {"images": images, "masks": masks, "difficulty": difficulty, "draws": draws}
