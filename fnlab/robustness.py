@@ -279,7 +279,7 @@ def shift_sweep(predict_fn, imageset: ImageSet, kinds: Sequence[str] | None = No
         raise TypeError(f"shift_sweep needs an ImageSet, got {type(imageset).__name__}")
     predict_fn = _as_predict_fn(predict_fn)
     jobs = [(k, int(s)) for k in kinds for s in severities]
-    from tqdm.auto import tqdm
+    from fnlab.config import progress_bar as tqdm
 
     clean: dict | None = None
     rows = []
@@ -497,7 +497,7 @@ def adversarial_sweep(model: nn.Module, imageset: ImageSet, epsilons: Sequence[f
         _scores(model, x_all[s:s + batch_size].to(device), normalize).cpu().numpy()
         for s in range(0, len(x_all), batch_size)])
     detected = positive & (clean >= threshold)
-    from tqdm.auto import tqdm
+    from fnlab.config import progress_bar as tqdm
 
     rows = []
     for eps in tqdm(list(epsilons), desc=f"{attack} sweep", unit="eps", disable=not progress):
@@ -675,7 +675,7 @@ def adversarial_train(model: nn.Module, train_set: ImageSet, epochs: int = 2, ep
     y_all = torch.from_numpy(train_set.labels)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    from tqdm.auto import tqdm
+    from fnlab.config import progress_bar as tqdm
 
     rows = []
     for epoch in tqdm(range(1, int(epochs) + 1), desc=f"adversarial ({attack})", unit="epoch",
