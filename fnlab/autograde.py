@@ -9,19 +9,24 @@ inside its own bubblewrap sandbox (:mod:`fnlab.sandbox`):
    variables (:func:`fnlab.snapshot.save`). Everything this step leaves behind is
    the submission's to write, so nothing here is trusted later but the
    snapshots' *values*.
-2. ``check PLANS SNAPSHOTS``: after every process of step 1 is gone, a fresh
-   sandbox runs each question's test cases (the hidden ones included; a *plan*
-   is one question's doctests, written by the grader) against that question's
-   snapshot, loaded with :func:`fnlab.snapshot.load`, which runs none of the
-   submission's code. Each question is checked in a forked child with no
-   stdout, its own process group and a pipe for its one answer (which cases
-   passed); the parent cannot be traced by it (``PR_SET_DUMPABLE`` 0), reads
-   the grader's nonce from stdin only after every child is done, and prints
-   one line ``FNLAB-RESULT <nonce> <json>``. The grader computes the scores
-   from that line with otter's own point rules.
+2. ``check SNAPSHOTS``: after every process of step 1 is gone, a fresh sandbox
+   reads the *plans* on stdin (each question's doctests, hidden ones included,
+   the course helpers and the functions questions ask for: never a file the
+   sandbox could read), and runs each question against its snapshot, loaded as
+   plain data by :func:`fnlab.snapshot.load`, with the true builtins and the
+   course helpers (:func:`check_question`). Each question is checked in a forked
+   child with no stdout, its own process group and a pipe for its one answer
+   (which cases passed); a function the question asks for runs in a process of
+   its own that shares nothing but two pipes with it (:class:`StudentFunction`).
+   The parent cannot be traced (``PR_SET_DUMPABLE`` 0), reads the grader's nonce
+   from stdin only after every child is done, and prints one line
+   ``FNLAB-RESULT <nonce> <json>``. The grader computes the scores from that line
+   with otter's own point rules.
+3. ``call SNAPSHOTS LABEL NAME``: the process of :class:`StudentFunction`
+   (:func:`serve_function`).
 
-Both steps first cap their own memory (``RLIMIT_DATA``), file size and core
-dumps; the limits pass to every process they start.
+Every step first caps its own memory (``RLIMIT_DATA``), file size, core dumps and
+processes (``RLIMIT_NPROC``); the limits pass to every process it starts.
 
 Example
 -------

@@ -12,20 +12,23 @@ themselves are :mod:`fnlab.autograde`):
    hidden test. It saves snapshots of the notebook's variables after each
    ``grader.check`` cell and at the end. When it ends or runs out of time, every
    process it started is killed.
-2. **check**: a fresh sandbox, which sees the scratch folder read-only and
-   each question's test cases (public and hidden), rebuilds each question's
-   variables from its snapshot without running the submission's code
-   (:mod:`fnlab.snapshot`) and runs the test cases. Its answer (which cases
-   passed) comes back as one line marked with a nonce the submission never
-   sees; the scores are computed here with otter's point rules.
+2. **check**: a fresh sandbox, which sees the scratch folder read-only and gets
+   each question's test cases (public and hidden) on stdin, never as a file,
+   rebuilds the variables each question reads from its snapshot as plain data
+   only (:mod:`fnlab.snapshot`) and runs the test cases with the true builtins
+   and the course helpers the instructor's notebook imports (:func:`course_info`);
+   a function the question asks for runs in a process of its own
+   (:class:`fnlab.autograde.StudentFunction`). Its answer (which cases passed)
+   comes back as one line marked with a nonce the submission never sees; the
+   scores are computed here with otter's point rules.
 
-So the score never comes from a file the submission could write, and no
-process of the submission is alive when it is read. What is *not* isolated:
-a test that calls a function the submission wrote (or uses an object holding
-one, such as a model's hook) runs that code in step 2, where it could see that
-question's tests and fake that question's result; memory (``RLIMIT_DATA``)
-and file size are capped per process, not in total; CPU use, the number of
-processes and the disk space of the scratch folder are not limited.
+So the score never comes from a file the submission could write, no process of
+the submission is alive when it is read, and no code of the submission runs
+where it could write it. What is *not* isolated: memory (``RLIMIT_DATA``) and
+file size are capped per process, not in total (the RAM-backed ``/tmp`` and
+``/dev/shm`` are sized from the memory cap); the number of processes
+(``RLIMIT_NPROC``) is capped only when the grader is not root; CPU use and the
+disk space of the scratch folder are not limited.
 
 Example
 -------
@@ -596,7 +599,7 @@ def grade(
     missing = [str(s) for s in submissions if not Path(s).is_file()]
     if missing:
         raise FileNotFoundError(f"no such submission: {', '.join(missing)}")
-    sink = _CsvSink(out_csv, len(submissions)) if out_csv else None  # checked before any grading
+    sink = _CsvSink(out_csv) if out_csv is not None else None  # checked first
     user_progress = progress
 
     def progress(res, index=None):
@@ -644,25 +647,27 @@ class _CsvSink:
     """The grades CSV, rewritten (atomically) as each submission finishes: a batch that is
     killed keeps every row it graded; at the end the rows are in the submissions' order."""
 
-    def __init__(self, path: str | Path, n: int):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._done: dict[int, GradeResult] = {}
-        self._n = n
-        if str(path) in ("", ".") or self.path.is_dir():
-            raise OutputUnusable(f"--out {str(path)!r}: is a folder, not a CSV file")
+        if str(path) == os.devnull:
+            return
+        if not str(path).strip() or self.path.is_dir():
+            raise OutputUnusable(f"--out {str(path)!r}: not a CSV file name (a folder or empty)")
         parent = self.path.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputUnusable(f"--out {path}: cannot create its folder ({exc.strerror})") from None
-        if self.path.exists() and not os.access(self.path, os.W_OK):
-            raise OutputUnusable(f"--out {path}: not writable")
-        if self.path.exists() and not self.path.is_file() and str(self.path) != os.devnull:
+        if self.path.exists() and not self.path.is_file():
             raise OutputUnusable(f"--out {path}: not a regular file")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputUnusable(f"--out {path}: its folder {parent} is not writable")
-        self._write([])
+        try:  # a real write, not a permission guess (root passes every access check)
+            fd, probe = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputUnusable(f"--out {path}: cannot write in {parent} ({exc.strerror})") from None
 
     def add(self, result: GradeResult, index: int | None) -> None:
         with self._lock:

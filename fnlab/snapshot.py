@@ -1,25 +1,28 @@
-"""Snapshots of a notebook's variables: saved in its kernel, loaded without running its code.
+"""Snapshots of a notebook's variables: saved in its kernel, loaded as plain data only.
 
-Grading (see :mod:`fnlab.classroom`) runs a submission in one sandbox and checks
+Grading (see :mod:`fnlab.grading`) runs a submission in one sandbox and checks
 it in another. :func:`save` runs *inside the submission's kernel*: it pickles
 each variable with dill into a snapshot folder (content-addressed, so a value
-that did not change between two snapshots is stored once). :func:`load` runs in
-the checking step and rebuilds the variables with :class:`SafeUnpickler`, which
-never calls the submission's code while loading:
+that did not change between two snapshots is stored once); a function the
+notebook defined is recorded under ``"functions"`` (it is code, not a value).
+Since the submission writes these files, nothing in them is trusted. :func:`load`
+runs in the checking step and rebuilds the variables with :class:`SafeUnpickler`,
+which never calls the submission's code:
 
-- a class the submission defined cannot be rebuilt (so no object whose ``==``
-  or ``-`` lies about its value);
-- a pickle may call only the rebuild functions of numpy, pandas, torch and
-  dill listed in :data:`SAFE_CALLS`, and construct classes of the packages in
-  :data:`SAFE_PACKAGES` (:data:`UNSAFE_CLASSES` excepted); anything else it asks
-  to call (``os.system``, a function the submission defined, ``exec``) stops
-  that variable from loading;
+- a pickle may name only the rebuild functions of numpy, pandas, torch and dill
+  listed in :data:`SAFE_CALLS` (each call checked *with its arguments*), classes
+  of the packages in :data:`SAFE_PACKAGES` (:data:`UNSAFE_CLASSES` excepted) and
+  torch's dtype constants; a function (``os.system``, ``exec``, one the
+  submission defined), a module attribute (``unittest.mock.ANY``) or the
+  notebook's namespace stops that variable from loading;
 - it cannot change objects it did not build (a module's attributes, a class, a
-  registry dict of a trusted module).
+  registry dict of a trusted module);
+- what it built must be plain data (:func:`check_plain`): no function, class,
+  module or method anywhere inside.
 
-Functions the submission defined are rebuilt (their code is data until called),
-so a test that calls one, or uses an object holding one (a model's hook), still
-runs the submission's code: that is how otter checks a function.
+Anything else is "not gradable": the question that uses it scores 0, with a note.
+A function the notebook defined is only ever *called*, by
+:class:`fnlab.autograde.StudentFunction`, in a process of its own.
 
 Example
 -------
@@ -423,6 +426,8 @@ def check_plain(value, name: str = "value", limit: int = 1_000_000) -> None:
         if count > limit:
             raise NotGradable(f"{name} holds more than {limit} objects")
         cls = type(obj)
+        if isinstance(obj, type) and obj not in SAFE_BUILTINS and safe_class(obj):
+            continue  # a library class as a setting (torchvision's ``_norm_layer``)
         if isinstance(obj, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
                             types.MethodType, types.CodeType, staticmethod, classmethod,
                             property)) or not safe_class(cls):
@@ -490,6 +495,8 @@ def check_plain(value, name: str = "value", limit: int = 1_000_000) -> None:
                 continue
         state = getattr(obj, "__dict__", None)
         if state is not None:
+            if any(isinstance(v, dict) and v and "hook" in str(k) for k, v in state.items()):
+                raise NotGradable(f"{where} has hooks, not plain data")
             todo.append((dict(state), f"{where}"))
         for base in cls.__mro__:
             slots = base.__dict__.get("__slots__", ())
