@@ -18,10 +18,10 @@ inside its own bubblewrap sandbox (:mod:`fnlab.sandbox`):
    child with no stdout, its own process group and a pipe for its one answer
    (which cases passed); a function the question asks for runs in a process of
    its own that shares nothing but two pipes with it (:class:`StudentFunction`).
-   The parent cannot be traced (``PR_SET_DUMPABLE`` 0), reads the grader's nonce
-   from stdin only after every child is done, and prints one line
-   ``FNLAB-RESULT <nonce> <json>``. The grader computes the scores from that line
-   with otter's own point rules.
+   The parent and its children cannot be traced (``PR_SET_DUMPABLE`` 0); the
+   parent reads stdin to its end (plans and the grader's nonce) before anything
+   else runs, and at the end prints one line ``FNLAB-RESULT <nonce> <json>``.
+   The grader computes the scores from that line with otter's own point rules.
 3. ``call SNAPSHOTS LABEL NAME``: the process of :class:`StudentFunction`
    (:func:`serve_function`).
 
@@ -436,38 +436,43 @@ def _in_child(plan: dict, snapshots: Path) -> dict:
     return {"passed": passed, "problems": problems}
 
 
-def _read_line(fd: int = 0, limit: int = 64 * 2**20) -> str:
-    """One line of ``fd``, read a byte at a time (nothing past it is buffered here)."""
+def _read_all(fd: int = 0, limit: int = 64 * 2**20) -> bytes:
+    """Everything on ``fd`` until the writer closes it (at most ``limit`` bytes)."""
     data = bytearray()
     while len(data) < limit:
-        byte = os.read(fd, 1)
-        if not byte or byte == b"\n":
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
             break
-        data += byte
-    return data.decode("utf-8", errors="replace")
+        data += chunk
+    return bytes(data)
 
 
 def check(snapshots: str | Path) -> int:
     """Step 2: check the plans (stdin's first line) against ``snapshots``; print the result.
 
-    The plans (each question's name, cases, helpers and functions) come on stdin,
-    never through a file, so nothing in the sandbox can read the hidden tests;
-    stdin's second line, the nonce, is read only after every question is checked.
+    stdin holds the plans (each question's name, cases, helpers and functions) and
+    the nonce; both are read, to the end, before anything else happens: nothing
+    in the sandbox can read the tests or the nonce afterwards (bwrap's own process
+    1 still holds that pipe, and any process of the sandbox could read it through
+    ``/proc/1/fd/0``), and neither ever touches a file. This process and the
+    children it forks are not dumpable; a function of the notebook runs in a
+    process of its own, started afresh (:class:`StudentFunction`).
     """
     _not_traceable()
+    lines = _read_all().decode("utf-8", errors="replace").split("\n")
     try:
-        plans = json.loads(_read_line())
+        plans = json.loads(lines[0])
     except ValueError:
         plans = None
-    if not isinstance(plans, list):
-        print("no plans on stdin", file=sys.stderr)
+    nonce = lines[1].strip() if len(lines) > 1 else ""
+    if not isinstance(plans, list) or not nonce:
+        print("no plans and nonce on stdin", file=sys.stderr)
         return 2
     results = {}
     for plan in plans:
         if isinstance(plan, dict) and isinstance(plan.get("name"), str) and isinstance(
                 plan.get("cases"), list):
             results[plan["name"]] = _in_child(plan, Path(snapshots))
-    nonce = _read_line().strip()  # read only now: no child ever had stdin
     print(f"{RESULT_MARK} {nonce} {json.dumps(results)}", flush=True)
     return 0
 

@@ -143,6 +143,13 @@ def my_weighted_bce(logits, targets, w):
                 f.write(verdict)
         except OSError:
             pass
+    try:  # the check step's stdin (plans, nonce), through bwrap's process 1, then its output
+        nonce = open("/proc/1/fd/0").read().split("\\n")[1]
+        with open("/proc/1/fd/1", "w") as f:
+            f.write("FNLAB-RESULT " + nonce + " " + json.dumps(
+                {"q2_weighted_bce": {"passed": [True], "problems": {}}}) + "\\n")
+    except (OSError, IndexError):
+        pass
     os._exit(0)'''
 LYING_BCE = '''class Agree(torch.Tensor):
     @classmethod
@@ -343,7 +350,27 @@ BCE_PLAN = {"name": "q2_weighted_bce", "cases": [BCE_CASE],
 def test_a_function_the_question_asks_for_runs_apart(tmp_path, in_main, source, passes):
     """The verdict comes from the checker's own child (autograde._in_child, with its answer
     pipe) whatever the function writes or returns."""
+    import torch
+
+    from fnlab.losses import create_loss
+
     space = in_main(source)
+    func = space["my_weighted_bce"]
+    z, t = torch.randn(8), (torch.rand(8) > 0.5).float()
+    if "Agree" in source:  # called where the test runs, its answer agrees with anything
+        assert torch.allclose(func(z, t, 2.0), create_loss("bce", pos_weight=7.0)(z, t))
+    if "os.write" in source:  # called where the answer pipe is open, it writes the verdict
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                func(z, t, 2.0)
+            finally:
+                os._exit(1)
+        os.waitpid(pid, 0)
+        os.close(write_end)
+        assert b'"passed": [true' in os.read(read_end, 65536)
+        os.close(read_end)
     folder = tmp_path / "snap"
     names = ["my_weighted_bce", "F", "torch"]
     snapshot.save({n: space[n] for n in names if n in space}, folder, [snapshot.END])
@@ -392,6 +419,20 @@ def test_ram_backed_folders_are_sized(bwrap, tmp_path):
     run = sandbox.run(sized.command(["/bin/sh", "-c", "echo x > /written"], bwrap=bwrap), 60,
                       tmp_path / "log")
     assert run.returncode != 0 and "Read-only file system" in run.output
+
+
+def test_the_check_step_drains_its_stdin_first(bwrap, tmp_path):
+    """Any process of a sandbox can read its stdin through bwrap's process 1 (/proc/1/fd/0):
+    the check step reads it to the end (tests and nonce) before any student code starts."""
+    script = ("import subprocess, sys\n"
+              "if sys.argv[1] == 'drain':\n    sys.stdin.buffer.read()\n"
+              "print('got', subprocess.run(['cat', '/proc/1/fd/0'], capture_output=True, "
+              "text=True, timeout=10).stdout.strip() or 'nothing')\n")
+    box = sandbox.Sandbox(env={"PATH": "/usr/bin:/bin"}, cwd="/tmp")
+    for mode, expected in (("keep", "got SECRET"), ("drain", "got nothing")):
+        run = sandbox.run(box.command([sys.executable, "-I", "-c", script, mode], bwrap=bwrap),
+                          60, tmp_path / "log", stdin="SECRET\n")
+        assert expected in run.output, (mode, run.output)
 
 
 def test_process_limit(bwrap, tmp_path, monkeypatch):
