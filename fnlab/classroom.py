@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shutil
 import tempfile
@@ -47,12 +48,14 @@ from pathlib import Path
 
 from fnlab.config import PROJECT_ROOT
 from fnlab.grading import (
+    COURSE_MEMBER,
     CSV_COLUMNS,
     TOTAL,
     UNSAFE_WARNING,
     GradeResult,
     SandboxUnavailable,
     available_autograders,
+    course_info,
     default_grading_dir,
     grade,
     grade_submission,
@@ -273,6 +276,8 @@ def make_student_copies(
             shutil.copyfile(student_nb, files.student)
             shutil.copyfile(solution_nb, files.solution)
             shutil.copyfile(zips[-1], files.autograder)
+            with zipfile.ZipFile(files.autograder, "a") as zf:  # what the checks may use
+                zf.writestr(COURSE_MEMBER, json.dumps(course_info(path)))
             files.questions = autograder_questions(files.autograder)
             made.append(files)
     return made

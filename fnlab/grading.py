@@ -12,20 +12,23 @@ themselves are :mod:`fnlab.autograde`):
    hidden test. It saves snapshots of the notebook's variables after each
    ``grader.check`` cell and at the end. When it ends or runs out of time, every
    process it started is killed.
-2. **check**: a fresh sandbox, which sees the scratch folder read-only and
-   each question's test cases (public and hidden), rebuilds each question's
-   variables from its snapshot without running the submission's code
-   (:mod:`fnlab.snapshot`) and runs the test cases. Its answer (which cases
-   passed) comes back as one line marked with a nonce the submission never
-   sees; the scores are computed here with otter's point rules.
+2. **check**: a fresh sandbox, which sees the scratch folder read-only and gets
+   each question's test cases (public and hidden) on stdin, never as a file,
+   rebuilds the variables each question reads from its snapshot as plain data
+   only (:mod:`fnlab.snapshot`) and runs the test cases with the true builtins
+   and the course helpers the instructor's notebook imports (:func:`course_info`);
+   a function the question asks for runs in a process of its own
+   (:class:`fnlab.autograde.StudentFunction`). Its answer (which cases passed)
+   comes back as one line marked with a nonce the submission never sees; the
+   scores are computed here with otter's point rules.
 
-So the score never comes from a file the submission could write, and no
-process of the submission is alive when it is read. What is *not* isolated:
-a test that calls a function the submission wrote (or uses an object holding
-one, such as a model's hook) runs that code in step 2, where it could see that
-question's tests and fake that question's result; memory (``RLIMIT_DATA``)
-and file size are capped per process, not in total; CPU use, the number of
-processes and the disk space of the scratch folder are not limited.
+So the score never comes from a file the submission could write, no process of
+the submission is alive when it is read, and no code of the submission runs
+where it could write it. What is *not* isolated: memory (``RLIMIT_DATA``) and
+file size are capped per process, not in total (the RAM-backed ``/tmp`` and
+``/dev/shm`` are sized from the memory cap); the number of processes
+(``RLIMIT_NPROC``) is capped only when the grader is not root; CPU use and the
+disk space of the scratch folder are not limited.
 
 Example
 -------
@@ -38,6 +41,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -64,6 +68,8 @@ CSV_COLUMNS = ("submission", "notebook", "question", "score", "max_score", "note
 TOTAL = "TOTAL"
 #: Default memory cap per process of a submission, in MiB (``RLIMIT_DATA``).
 DEFAULT_MEMORY_MB = 4096
+#: Default cap on the processes and threads of one submission's step (``RLIMIT_NPROC``).
+DEFAULT_PROCESSES = 512
 #: Where the submission's scratch folder appears inside the sandbox.
 INSIDE = "/submission"
 #: Why grading refuses to run without bwrap.
@@ -89,9 +95,13 @@ def read_notebook(nb: dict | str | Path) -> dict:
         return nb
     path = Path(nb)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: not a readable notebook ({exc})") from None
+    if not isinstance(nb, dict):
+        raise ValueError(f"{path}: not a notebook (its JSON is a {type(nb).__name__}, "
+                         "not an object)")
+    return nb
 
 
 def _clean(text: str, limit: int = 300) -> str:
@@ -151,9 +161,11 @@ def submission_assignment(path: str | Path, known: list[str] | None = None) -> s
     (``00_welcome_alice.ipynb`` -> ``00_welcome``). None when neither tells.
     """
     nb = read_notebook(path)
-    name = (nb.get("metadata", {}).get("otter") or {}).get("assignment_name")
-    if name:
-        return str(name)
+    metadata = nb.get("metadata")
+    otter = metadata.get("otter") if isinstance(metadata, dict) else None
+    name = otter.get("assignment_name") if isinstance(otter, dict) else None
+    if isinstance(name, str) and name:
+        return name
     stem = Path(path).stem
     matches = [k for k in (known or []) if stem == k or stem.startswith(k + "_")
                or stem.startswith(k + "-")]
@@ -165,7 +177,11 @@ def _prepare_submission(path: Path, assignment: str, folder: Path, profile: str 
     nb = read_notebook(path)
     if not isinstance(nb.get("cells"), list):
         raise ValueError(f"{path}: not a notebook (no 'cells' list)")
-    nb.setdefault("metadata", {}).setdefault("otter", {})["assignment_name"] = assignment
+    if not isinstance(nb.get("metadata"), dict):
+        nb["metadata"] = {}
+    if not isinstance(nb["metadata"].get("otter"), dict):
+        nb["metadata"]["otter"] = {}
+    nb["metadata"]["otter"]["assignment_name"] = assignment
     target = folder / f"{assignment}.ipynb"
     target.write_text(json.dumps(nb), encoding="utf-8")
     if profile:
@@ -183,6 +199,81 @@ def _prepare_submission(path: Path, assignment: str, folder: Path, profile: str 
 
 
 # --------------------------------------------------------------------------- the tests
+
+
+#: Member of an autograder zip that names the course helpers and the functions questions ask for.
+COURSE_MEMBER = "fnlab-course.json"
+
+
+def course_info(master: dict | str | Path) -> dict:
+    """What the checks of a course notebook may use besides the student's plain values.
+
+    ``helpers``: every name the notebook imports, ``name -> [module, attribute]``
+    (attribute None for ``import numpy as np``); the checks get these from the
+    real modules, never from the submission. ``functions``: the functions the
+    notebook defines at top level (``def my_weighted_bce``), the only code of a
+    submission the checks may call (see :class:`fnlab.autograde.StudentFunction`).
+
+    >>> nb = {"cells": [{"cell_type": "code", "source": "import numpy as np\n"
+    ...                  "from fnlab.metrics import binary_metrics as bm\ndef f(x):\n    return x"}]}
+    >>> course_info(nb)
+    {'helpers': {'np': ['numpy', None], 'bm': ['fnlab.metrics', 'binary_metrics']}, 'functions': ['f']}
+    """
+    import ast
+
+    helpers: dict[str, list] = {}
+    functions: list[str] = []
+    for cell in read_notebook(master).get("cells", []):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else str(src)
+        src = "\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        helpers[alias.asname] = [alias.name, None]
+                    else:
+                        top = alias.name.split(".")[0]
+                        helpers[top] = [top, None]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for alias in node.names:
+                    if alias.name != "*":
+                        helpers[alias.asname or alias.name] = [node.module, alias.name]
+        functions += [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    return {"helpers": helpers,
+            "functions": sorted(set(functions) - set(helpers))}
+
+
+def load_course(zip_path: str | Path, assignment: str) -> dict | None:
+    """:func:`course_info` of an assignment: from its autograder zip (:data:`COURSE_MEMBER`,
+    written by :func:`fnlab.classroom.make_student_copies`), else from the solution copy
+    ``solutions/<assignment>.ipynb`` beside the zip, else None (then no course helper
+    and no student function can be used by a check)."""
+    info = None
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            if COURSE_MEMBER in zf.namelist():
+                info = json.loads(zf.read(COURSE_MEMBER))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        info = None
+    if info is None:
+        solution = Path(zip_path).parent / "solutions" / f"{assignment}.ipynb"
+        try:
+            info = course_info(solution) if solution.is_file() else None
+        except ValueError:
+            info = None
+    if not (isinstance(info, dict) and isinstance(info.get("helpers"), dict)
+            and isinstance(info.get("functions"), list)):
+        return None
+    helpers = {str(k): [str(v[0]), None if v[1] is None else str(v[1])]
+               for k, v in info["helpers"].items() if isinstance(v, list) and len(v) == 2}
+    return {"helpers": helpers, "functions": [str(f) for f in info["functions"]]}
 
 
 _tests_lock = threading.Lock()
@@ -243,6 +334,7 @@ class _Steps:
     bwrap: str | None
     memory_mb: float | None
     work: Path
+    processes: int | None = None
 
     @property
     def scratch(self) -> Path:
@@ -255,8 +347,7 @@ class _Steps:
         return str(Path(INSIDE) / path.relative_to(self.scratch))
 
     def _argv(self, step: list[str]) -> list[str]:
-        memory = ["--memory-mb", f"{self.memory_mb:g}"] if self.memory_mb else []
-        return [sys.executable, "-I", "-m", "fnlab.autograde", *memory, *step]
+        return autograde.step_command(step, self.memory_mb, self.processes)
 
     def _env(self, home: str) -> dict[str, str]:
         env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
@@ -264,19 +355,23 @@ class _Steps:
                "MPLCONFIGDIR": "/tmp/matplotlib", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
                "IPYTHONDIR": "/tmp/ipython", "JUPYTER_PLATFORM_DIRS": "1",
                "PYTHONDONTWRITEBYTECODE": "1", "FNLAB_DEVICE": "cpu",
-               "FNLAB_DATA_DIR": f"{INSIDE}/data"}
+               "FNLAB_DATA_DIR": f"{INSIDE}/data",
+               # the kernel imports this fnlab (the sandbox sees only its package folder)
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
         return env
 
     def _run(self, step: list[str], box: sb.Sandbox, timeout: float, log: str,
              stdin: str | None = None) -> sb.Finished:
         if self.bwrap:
+            if self.memory_mb:  # RAM-backed: /tmp and /dev/shm together hold at most memory_mb
+                box.tmp_mb, box.shm_mb = self.memory_mb / 2, self.memory_mb / 4
             return sb.run(box.command(self._argv(step), bwrap=self.bwrap), timeout,
-                               self.work / log, stdin=stdin)
+                          self.work / log, stdin=stdin)
         env = {k: v for k, v in os.environ.items() if k != "FNLAB_RECORD"}
         env.setdefault("MPLBACKEND", "Agg")
         return sb.run(self._argv(step), timeout, self.work / log, env=env,
-                           cwd=str(self.scratch), stdin=stdin)
+                      cwd=str(self.scratch), stdin=stdin)
 
     def execute(self, notebook: Path, timeout: float) -> sb.Finished:
         import fnlab
@@ -292,15 +387,15 @@ class _Steps:
         step = ["execute", self._inside(notebook), self._inside(self.scratch / ".snapshots")]
         return self._run(step, box, timeout, "execute.log")
 
-    def check(self, plans: Path, timeout: float, nonce: str) -> sb.Finished:
+    def check(self, plans: list[dict], timeout: float, nonce: str) -> sb.Finished:
+        """Step 2; the plans (the tests) go in by stdin: no file in the sandbox holds them."""
         import fnlab
 
-        ro = [(str(Path(fnlab.__file__).resolve().parent),) * 2,
-              (str(self.scratch), INSIDE), (str(plans), "/tests")]
+        ro = [(str(Path(fnlab.__file__).resolve().parent),) * 2, (str(self.scratch), INSIDE)]
         box = sb.Sandbox(ro=ro, env=self._env("/tmp"), cwd="/tmp")
-        step = ["check", "/tests" if self.bwrap else str(plans),
-                self._inside(self.scratch / ".snapshots")]
-        return self._run(step, box, timeout, "check.log", stdin=nonce + "\n")
+        step = ["check", self._inside(self.scratch / ".snapshots")]
+        return self._run(step, box, timeout, "check.log",
+                         stdin=json.dumps(plans) + "\n" + nonce + "\n")
 
 
 def _bwrap_error(output: str) -> str:
@@ -309,18 +404,51 @@ def _bwrap_error(output: str) -> str:
     return f": {lines[-1]}" if lines else ""
 
 
-def _write_plans(tests: list, folder: Path) -> None:
-    folder.mkdir()
-    for i, test in enumerate(tests):
-        plan = {"name": test.name, "cases": [tc.body for tc in test.test_cases]}
-        (folder / f"{i:03d}.json").write_text(json.dumps(plan), encoding="utf-8")
+def _plans(tests: list, course: dict | None) -> list[dict]:
+    """What step 2 checks: each question's cases, the course helpers and the functions asked for."""
+    return [{"name": test.name, "cases": [tc.body for tc in test.test_cases],
+             "helpers": course["helpers"] if course else None,
+             "functions": course["functions"] if course else []} for test in tests]
+
+
+def _scrub(text: str, tests: list) -> str:
+    """``text`` with every line of the tests' code replaced by ``[test]``: a note never shows a
+    hidden test, whatever a step printed."""
+    lines = set()
+    for test in tests:
+        for tc in test.test_cases:
+            for ln in str(tc.body).splitlines():
+                ln = re.sub(r"^\s*(>>>|\.\.\.)\s?", "", ln).strip()
+                if len(ln) >= 6 and re.search(r"[^A-Za-z0-9_]", ln):
+                    lines.add(ln)
+    for ln in sorted(lines, key=len, reverse=True):
+        text = text.replace(ln, "[test]")
+    return text
 
 
 def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
                profile: str | None, timeout: float, memory_mb: float | None,
-               names: dict[str, str] | None = None) -> GradeResult:
-    """Grade one submission. ``names``: paths to show instead of the ones read here (a
-    Dask worker grades copies; its CSV must name the files as the instructor gave them)."""
+               names: dict[str, str] | None = None, processes: int | None = None) -> GradeResult:
+    """Grade one submission; never raises: whatever goes wrong is that submission's note.
+
+    ``names``: paths to show instead of the ones read here (a Dask worker grades
+    copies; its CSV must name the files as the instructor gave them)."""
+    try:
+        return _grade_one_unsafe(path, graders, bwrap=bwrap, profile=profile, timeout=timeout,
+                                 memory_mb=memory_mb, names=names, processes=processes)
+    except Exception as exc:  # noqa: BLE001 - one submission must never lose the batch
+        shown = (names or {}).get(str(path), str(path))
+        why = str(exc)
+        for here, there in (names or {}).items():
+            why = why.replace(here, there)
+        return GradeResult(shown, None, note=_clean(
+            f"not graded: {type(exc).__name__} while grading ({why})"))
+
+
+def _grade_one_unsafe(path: Path, graders: dict[str, Path], *, bwrap: str | None,
+                      profile: str | None, timeout: float, memory_mb: float | None,
+                      names: dict[str, str] | None = None,
+                      processes: int | None = None) -> GradeResult:
     names = names or {}
 
     def clean(text, limit: int = 300) -> str:
@@ -347,7 +475,7 @@ def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
         return result
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="fnlab-grade-", ignore_cleanup_errors=True) as tmp:
-        steps = _Steps(bwrap, memory_mb, Path(tmp))
+        steps = _Steps(bwrap, memory_mb, Path(tmp), processes)
         steps.scratch.mkdir()
         try:
             notebook = _prepare_submission(path, assignment, steps.scratch, profile)
@@ -364,9 +492,9 @@ def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
         elif ran.returncode != 0:
             notes.append(f"the notebook could not be executed (exit {ran.returncode}"
                          f"{_bwrap_error(ran.output)})")
-        _write_plans(tests, Path(tmp) / "tests")
+        plans = _plans(tests, load_course(graders[assignment], assignment))
         nonce = secrets.token_hex(16)
-        checked = steps.check(Path(tmp) / "tests", max(1.0, deadline - time.monotonic()), nonce)
+        checked = steps.check(plans, max(1.0, deadline - time.monotonic()), nonce)
         if checked.timed_out:
             result.note = f"grading timed out after {timeout:g} s"
             return result
@@ -385,7 +513,7 @@ def _grade_one(path: Path, graders: dict[str, Path], *, bwrap: str | None,
         result.questions.append({"name": test.name, "score": score, "max_score": possible})
         problems = got.get("problems") if isinstance(got.get("problems"), dict) else {}
         notes += [f"{test.name}: {name + ' ' if name else ''}{why}" for name, why in problems.items()]
-    result.note = clean("; ".join(dict.fromkeys(notes)), 500)
+    result.note = clean(_scrub("; ".join(dict.fromkeys(notes)), tests), 500)
     return result
 
 
@@ -423,7 +551,7 @@ def grade_submission(
                            note=f"no autograder zips in {where}: run `fnlab classroom student` first")
     bwrap = _sandbox_or_warn(sandbox)
     return _grade_one(Path(path), graders, bwrap=bwrap, profile=profile, timeout=timeout,
-                      memory_mb=memory_mb)
+                      memory_mb=memory_mb, processes=DEFAULT_PROCESSES)
 
 
 def grade(
@@ -440,6 +568,7 @@ def grade(
     scheduler: str | None = None,
     workers: int | None = None,
     client=None,
+    processes: int | None = DEFAULT_PROCESSES,
 ) -> list[GradeResult]:
     """Grade submissions, ``jobs`` at a time, each in its own sandbox; write the CSV if asked.
 
@@ -454,8 +583,13 @@ def grade(
     seconds per submission, both steps together; ``memory_mb``: the memory cap
     of each of its processes (None: no cap). ``sandbox=False`` runs student code
     unsandboxed, with a :class:`RuntimeWarning` saying what that risks.
+    ``processes``: the most processes and threads each step of a submission may
+    have (``RLIMIT_NPROC``; not enforced by the kernel when grading as root).
     ``progress``: optional callable receiving each :class:`GradeResult` as it ends.
-    Results come in the order of ``submissions``, whatever ``jobs``.
+    Results come in the order of ``submissions``, whatever ``jobs``. ``out_csv``
+    is checked before anything is graded (:class:`OutputUnusable`) and rewritten
+    as each submission finishes, so a killed batch keeps the rows it graded;
+    every submission has its rows, whatever went wrong with it (then a note).
 
     >>> results = grade(["alice/00_welcome.ipynb", "bob/00_welcome.ipynb"],
     ...                 "grading/", "grades.csv", jobs=2)  # doctest: +SKIP
@@ -465,11 +599,22 @@ def grade(
     missing = [str(s) for s in submissions if not Path(s).is_file()]
     if missing:
         raise FileNotFoundError(f"no such submission: {', '.join(missing)}")
+    sink = _CsvSink(out_csv) if out_csv is not None else None  # checked first
+    user_progress = progress
+
+    def progress(res, index=None):
+        if sink is not None:
+            sink.add(res, index)
+        if user_progress:
+            user_progress(res)
+
     graders = available_autograders(autograder_dir)
     if not graders:
         where = autograder_dir or default_grading_dir()
         results = [GradeResult(str(s), None, note=f"no autograder zips in {where}: run "
                                "`fnlab classroom student` first") for s in submissions]
+        for i, res in enumerate(results):
+            progress(res, i)
     elif scheduler is not None or client is not None:
         results = grade_on_dask(submissions, graders, scheduler=scheduler, workers=workers,
                                 client=client, profile=profile, timeout=timeout,
@@ -477,21 +622,66 @@ def grade(
     else:
         bwrap = _sandbox_or_warn(sandbox)
 
-        def one(sub):
+        def one(item):
+            i, sub = item
             res = _grade_one(Path(sub), graders, bwrap=bwrap, profile=profile, timeout=timeout,
-                             memory_mb=memory_mb)
-            if progress:
-                progress(res)
+                             memory_mb=memory_mb, processes=processes)
+            progress(res, i)
             return res
 
         if jobs > 1 and len(submissions) > 1:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                results = list(pool.map(one, submissions))
+                results = list(pool.map(one, enumerate(submissions)))
         else:
-            results = [one(s) for s in submissions]
-    if out_csv:
-        write_grades_csv(results, out_csv)
+            results = [one(item) for item in enumerate(submissions)]
+    if sink is not None:
+        sink.finish(results)
     return results
+
+
+class OutputUnusable(ValueError):
+    """The grades CSV cannot be written where asked (checked before grading starts)."""
+
+
+class _CsvSink:
+    """The grades CSV, rewritten (atomically) as each submission finishes: a batch that is
+    killed keeps every row it graded; at the end the rows are in the submissions' order."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._done: dict[int, GradeResult] = {}
+        if str(path) == os.devnull:
+            return
+        if not str(path).strip() or self.path.is_dir():
+            raise OutputUnusable(f"--out {str(path)!r}: not a CSV file name (a folder or empty)")
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputUnusable(f"--out {path}: cannot create its folder ({exc.strerror})") from None
+        if self.path.exists() and not self.path.is_file():
+            raise OutputUnusable(f"--out {path}: not a regular file")
+        try:  # a real write, not a permission guess (root passes every access check)
+            fd, probe = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputUnusable(f"--out {path}: cannot write in {parent} ({exc.strerror})") from None
+
+    def add(self, result: GradeResult, index: int | None) -> None:
+        with self._lock:
+            self._done[len(self._done) if index is None else index] = result
+            self._write([self._done[i] for i in sorted(self._done)])
+
+    def finish(self, results: list[GradeResult]) -> None:
+        with self._lock:
+            self._write(results)
+
+    def _write(self, results: list[GradeResult]) -> None:
+        if str(self.path) == os.devnull:
+            return
+        write_grades_csv(results, self.path)
 
 
 # --------------------------------------------------------------------------- on Dask workers
@@ -534,7 +724,7 @@ def _grade_shipped(shown: str, filename: str, notebook: bytes, graders: dict[str
         sub.write_bytes(notebook)
         names[str(sub)] = shown
         return _grade_one(sub, local, bwrap=bwrap, profile=profile, timeout=timeout,
-                          memory_mb=memory_mb, names=names)
+                          memory_mb=memory_mb, names=names, processes=DEFAULT_PROCESSES)
 
 
 def grade_on_dask(submissions: list[str | Path], graders: dict[str, Path], *,
@@ -599,9 +789,17 @@ def write_grades_csv(results: list[GradeResult], path: str | Path) -> Path:
     """Write ``submission, notebook, question, score, max_score, note`` rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for res in results:
-            writer.writerows(res.rows())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for res in results:
+                writer.writerows(res.rows())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # readers never see half a file
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path

@@ -10,7 +10,9 @@ into a bwrap command line that also
   loopback, its own process ids, hostname and IPC;
 - runs as an unprivileged user with no capabilities, unable to make new user
   namespaces (``--unshare-user --uid 1000 --disable-userns --cap-drop ALL``);
-- gets a private ``/tmp``, a fresh ``/proc`` and a minimal ``/dev``;
+- gets a private ``/tmp`` and ``/dev/shm`` (RAM-backed: capped at ``tmp_mb`` and
+  ``shm_mb`` when set), a fresh ``/proc`` and a minimal ``/dev``; its root is
+  read-only (bwrap builds it on a tmpfs, which would otherwise be unbounded RAM);
 - starts from an empty environment (``--clearenv``) and its own session
   (``--new-session``: no terminal to inject keystrokes into);
 - dies with its parent (``--die-with-parent``). With ``--unshare-pid`` bwrap's
@@ -71,7 +73,9 @@ class Sandbox:
     """What a sandboxed command sees: ``(host, inside)`` binds, its environment and folder.
 
     ``ro``: extra read-only binds; ``rw``: the only writable binds; ``env``: the whole
-    environment (nothing is inherited); ``cwd``: the working folder inside.
+    environment (nothing is inherited); ``cwd``: the working folder inside;
+    ``tmp_mb`` and ``shm_mb``: the sizes of ``/tmp`` and ``/dev/shm`` in MiB (None:
+    the kernel's default, half the machine's RAM each).
     """
 
     ro: list[tuple[str, str]] = field(default_factory=list)
@@ -79,6 +83,8 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "/"
     hostname: str = "sandbox"
+    tmp_mb: float | None = None
+    shm_mb: float | None = None
 
     def command(self, argv: list[str], bwrap: str | None = None) -> list[str]:
         """The bwrap command line that runs ``argv`` inside this sandbox."""
@@ -88,8 +94,8 @@ class Sandbox:
         cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
                "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL",
                "--die-with-parent", "--new-session", "--hostname", self.hostname,
-               "--clearenv", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
-               "--tmpfs", "/tmp"]
+               "--clearenv", "--proc", "/proc", "--dev", "/dev",
+               *_sized(self.shm_mb), "--tmpfs", "/dev/shm", *_sized(self.tmp_mb), "--tmpfs", "/tmp"]
         for path in SYSTEM_PATHS:
             cmd += _system_bind(path)
         for name in ETC_PATHS:
@@ -102,8 +108,13 @@ class Sandbox:
             cmd += ["--ro-bind", str(host), str(inside)]
         for key, value in self.env.items():
             cmd += ["--setenv", key, str(value)]
-        cmd += ["--chdir", self.cwd, "--", *argv]
+        cmd += ["--remount-ro", "/", "--chdir", self.cwd, "--", *argv]
         return cmd
+
+
+def _sized(mb: float | None) -> list[str]:
+    """bwrap's ``--size`` for the next ``--tmpfs`` (at least 1 MiB), or nothing."""
+    return ["--size", str(max(1, int(mb)) * 2**20)] if mb else []
 
 
 def _system_bind(path: str) -> list[str]:

@@ -247,8 +247,8 @@ def test_honest_submission_gets_full_marks_and_attacks_get_nothing(graded):
 
 def test_forged_objects_are_refused_and_named_in_the_note(graded):
     note = _rows(graded[2][1])["forger"]["TOTAL"]["note"]
-    assert "sensitivity refused to call dill._dill._create_type" in note  # the lying float
-    assert "missed_per_1000 refused to call builtins.exec" in note  # the pickle that runs code
+    assert "sensitivity not gradable: refused to call dill._dill._create_type" in note  # a Liar
+    assert "missed_per_1000 not gradable: refused to call builtins.exec" in note  # runs code
 
 
 def test_jobs_2_gives_the_same_csv_as_jobs_1(graded):

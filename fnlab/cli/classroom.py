@@ -93,7 +93,13 @@ def _grade(args: argparse.Namespace) -> int:
 
     from fnlab.cli import UsageError
     from fnlab.cluster import SchedulerUnreachable
-    from fnlab.grading import UNSAFE_WARNING, SandboxUnavailable, available_autograders, grade
+    from fnlab.grading import (
+        UNSAFE_WARNING,
+        OutputUnusable,
+        SandboxUnavailable,
+        available_autograders,
+        grade,
+    )
 
     choices = [*PROFILES, AS_SUBMITTED]
     if args.profile not in choices:
@@ -141,7 +147,7 @@ def _grade(args: argparse.Namespace) -> int:
                             timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
                             sandbox=not args.unsafe_no_sandbox, progress=show,
                             scheduler=args.scheduler, workers=args.workers)
-    except (SandboxUnavailable, SchedulerUnreachable) as exc:
+    except (SandboxUnavailable, SchedulerUnreachable, OutputUnusable) as exc:
         raise UsageError(str(exc)) from None
     failed = [r for r in results if not r.questions]
     print(f"grades: {args.out} ({len(results) - len(failed)} graded, {len(failed)} not graded)")
