@@ -574,7 +574,12 @@ def _verified_files(path: Path, folder: _Folder) -> tuple[dict[str, bytes], dict
 
 
 def _predictions_from_bytes(data: bytes, path: Path) -> Predictions:
+    from fnlab.data.npzcheck import member_problems
+
     try:
+        problems = member_problems(io.BytesIO(data))  # before anything is inflated
+        if problems:
+            raise ValueError("; ".join(problems))
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
             return Predictions(z["y_true"], z["scores"], z["ids"], header["split"],
