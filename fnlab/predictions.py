@@ -109,12 +109,16 @@ class Predictions:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"predictions file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
+        import zipfile
+
+        from fnlab.data.npzcheck import open_npz
+
+        try:  # member sizes checked before anything is inflated
+            with open_npz(path) as z:
                 header = json.loads(str(z["header"]))
                 return cls(z["y_true"], z["scores"], z["ids"], header["split"],
                            header["model"], header["class_names"], header.get("meta", {}))
-        except (KeyError, ValueError, OSError) as exc:
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a valid fnlab predictions file ({exc})") from exc
 
 

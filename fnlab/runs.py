@@ -574,7 +574,12 @@ def _verified_files(path: Path, folder: _Folder) -> tuple[dict[str, bytes], dict
 
 
 def _predictions_from_bytes(data: bytes, path: Path) -> Predictions:
+    from fnlab.data.npzcheck import member_problems
+
     try:
+        problems = member_problems(io.BytesIO(data))  # before anything is inflated
+        if problems:
+            raise ValueError("; ".join(problems))
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
             return Predictions(z["y_true"], z["scores"], z["ids"], header["split"],
@@ -933,6 +938,11 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     fnlab.runs.RunError: ... holds files that are not part of a Run (notes.txt); ...
     """
     out = Path(out_dir)
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise RunError(f"{str(out_dir)!r} is the current folder or one that holds it; a Run is "
+                       "written beside its folder and swapped in, so name a folder of its "
+                       "own (e.g. runs/smallcnn)")
     if out.is_symlink():
         raise RunError(f"{out} is a symbolic link; give the folder itself as the Run folder")
     if out.exists() and not out.is_dir():
@@ -1037,7 +1047,8 @@ def _load_data(config) -> dict[str, ImageSet]:
 
     kw = {} if config.max_train_images is None else {"max_train_images": config.max_train_images}
     return load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size,
-                        profile=config.profile, seed=config.seed, **kw)
+                        profile=config.profile, seed=config.seed,
+                        progress=bool(getattr(config, "progress", True)), **kw)
 
 
 def _check_splits(data: dict) -> None:

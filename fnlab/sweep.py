@@ -680,7 +680,7 @@ def run_sweep(
     Ctrl-C writes the report (unfinished cells ``not run``), cancels the cells
     still running and re-raises KeyboardInterrupt.
     """
-    from fnlab.cluster import check_scheduler, default_workers
+    from fnlab.cluster import check_scheduler, default_workers, probe_scheduler
 
     try:  # every choice, before anything is written or started
         cells = make_grid(seeds, datasets, profiles)
@@ -707,7 +707,7 @@ def run_sweep(
                 raise ValueError("--data-path names a PneumoniaMNIST .npz: it needs the "
                                  "dataset auto or pneumoniamnist in --datasets")
         if client is None:
-            check_scheduler(scheduler)
+            scheduler = check_scheduler(scheduler)  # tcp:// or local; a ValueError otherwise
             if workers is not None and workers < 1:
                 raise ValueError(f"--workers must be >= 1, not {workers}")
             if workers is not None and scheduler != "local":
@@ -719,6 +719,8 @@ def run_sweep(
                              "--resume to continue the sweep in it")
     except ValueError as exc:
         raise SweepUsageError(str(exc)) from None
+    if client is None and scheduler != "local":
+        probe_scheduler(scheduler)  # SchedulerUnreachable (one line) before --out is made
     if not fresh_data:
         from fnlab.config import data_dir as default_data_dir
 
@@ -740,6 +742,7 @@ def run_sweep(
                 "data_dir": None if fresh_data else str(data_dir), "fresh_data": fresh_data,
                 "threads": threads, "max_attempts": retries + 1, "timeout": timeout}
 
+    made_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_dir is not None and not fresh_data:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -774,16 +777,23 @@ def run_sweep(
     threads = max(1, (os.cpu_count() or 1) // n_workers) if local else None
     ctx = nullcontext(client) if client is not None else connect(
         scheduler, n_workers if local else None, allowed_failures=retries)
-    with ctx as cl:
-        from fnlab.cluster import describe
+    connected = False
+    try:
+        with ctx as cl:
+            connected = True
+            from fnlab.cluster import describe
 
-        per_cell = os.environ.get("OMP_NUM_THREADS") or threads  # a set value wins
-        result.scheduler = describe(cl) + (f" (1 thread each, {per_cell} torch thread(s) per "
-                                           "cell)" if local else "")
-        result.extra = {"workers": len(cl.scheduler_info().get("workers", {})),
-                        "threads_per_cell": int(per_cell) if local and str(per_cell).isdigit()
-                        else None}
-        _run_on(cl, todo, spec_of, threads, results, out_dir, retries, progress, collect)
+            per_cell = os.environ.get("OMP_NUM_THREADS") or threads  # a set value wins
+            result.scheduler = describe(cl) + (f" (1 thread each, {per_cell} torch thread(s) "
+                                               "per cell)" if local else "")
+            result.extra = {"workers": len(cl.scheduler_info().get("workers", {})),
+                            "threads_per_cell": int(per_cell) if local and str(per_cell).isdigit()
+                            else None}
+            _run_on(cl, todo, spec_of, threads, results, out_dir, retries, progress, collect)
+    except BaseException:  # the scheduler went away since the probe, or Ctrl-C meanwhile
+        if not connected and made_out and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # leave no empty --out behind
+        raise
     write_report(collect())
     return result
 

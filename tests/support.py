@@ -47,3 +47,45 @@ def kill_processes_with(marker: str) -> None:
             os.kill(pid, 9)
         except OSError:
             pass
+
+
+def write_npz_bomb(path, shape=(76_000, 224, 224), chunk_mb: int = 1) -> Path:
+    """A MedMNIST-named ``.npz`` whose ``train_images.npy`` inflates to ``prod(shape)``
+    bytes (3.8 GB by default) of zeros from a few MB on disk: a decompression bomb.
+
+    The deflate stream is one fully flushed chunk of ``chunk_mb`` MB of zeros repeated
+    (valid deflate); the zip is written by hand, so nothing of that size is ever made
+    here. The CRC is left 0: NumPy would find the mismatch only after inflating it all,
+    so the bomb still costs its full size to a reader without the size check.
+    """
+    import struct
+    import zlib
+
+    from numpy.lib import format as npy
+
+    header = npy.header_data_from_array_1_0(np.zeros((1,), np.uint8))
+    header["shape"] = tuple(shape)
+    buf = __import__("io").BytesIO()
+    npy.write_array_header_1_0(buf, header)
+    head = buf.getvalue()
+    total = int(np.prod(shape))
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = chunk_mb << 20
+    block = comp.compress(b"\0" * chunk) + comp.flush(zlib.Z_FULL_FLUSH)
+    first = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = first.compress(head) + first.flush(zlib.Z_FULL_FLUSH)
+    n_blocks, rest = divmod(total, chunk)
+    tail = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data += block * n_blocks + tail.compress(b"\0" * rest) + tail.flush(zlib.Z_FINISH)
+    size = len(head) + total
+    assert size < 2**32, "a ZIP64 member is not built here"
+    name = b"train_images.npy"
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, 0, len(data), size,
+                        len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, 0,
+                          len(data), size, len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central),
+                      len(local) + len(data), 0)
+    path = Path(path)
+    path.write_bytes(local + data + central + end)
+    return path

@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     prog = _prog(args)
+    import warnings
+
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line(prog)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
@@ -191,6 +195,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"with {DEBUG_ENV}=1 for the traceback, and please report it)",
                   file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _warning_line(prog: str):
+    """``warnings.formatwarning`` for the command line: one line per warning, without
+    the source line Python shows (``fnlab train: warning: x.npz: md5 ... differs``).
+
+    >>> _warning_line("fnlab train")(UserWarning("a\\nb"), UserWarning, "f.py", 3)
+    'fnlab train: warning: UserWarning: a b\\n'
+    """
+    def format_line(message, category, filename, lineno, line=None) -> str:
+        text = _flatten(str(message))
+        if category.__module__.split(".")[0] != "fnlab":
+            text = f"{category.__name__}: {text}"
+        return f"{prog}: warning: {text}\n"
+
+    return format_line
 
 
 if __name__ == "__main__":  # pragma: no cover

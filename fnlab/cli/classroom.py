@@ -110,7 +110,7 @@ def _grade(args: argparse.Namespace) -> int:
         from fnlab.cluster import check_scheduler
 
         try:
-            check_scheduler(args.scheduler)
+            args.scheduler = check_scheduler(args.scheduler)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if args.jobs > 1:
@@ -128,6 +128,14 @@ def _grade(args: argparse.Namespace) -> int:
     if not available_autograders(args.autograder):
         where = args.autograder or "grading/"
         raise UsageError(f"no autograder zips in {where}; run `fnlab classroom student` first")
+
+    if args.scheduler not in (None, "local"):
+        from fnlab.cluster import probe_scheduler
+
+        try:  # a port that is not a Dask scheduler: one line now, not a hang later
+            probe_scheduler(args.scheduler)
+        except SchedulerUnreachable as exc:
+            raise UsageError(str(exc)) from None
 
     def show(res):
         if res.note and not res.questions:

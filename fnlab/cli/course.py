@@ -108,6 +108,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from fnlab.cli import UsageError
+    from fnlab.cli.validate import check_device
     from fnlab.course import claim_failures, run_course, select_notebooks, validate_choices
 
     try:  # validate everything before anything is written
@@ -115,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         select_notebooks(args.notebooks)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_device(args.device)  # the notebooks run here: the device must be here
     params = {k: _value(v) for k, v in args.parameter}
     try:
         result = run_course(args.notebooks, profile=args.profile, dataset=args.dataset,
@@ -140,11 +142,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from fnlab.cli import UsageError
+    from fnlab.cli.validate import check_device_name
     from fnlab.cluster import SchedulerUnreachable
     from fnlab.sweep import SweepUsageError, retries_text, run_sweep
 
     params = {k: _value(v) for k, v in args.parameter}
     seeds = _seeds_and_notebook_hints(args)
+    check_device_name(args.device)  # a name only: the workers may have CUDA
     try:
         result = run_sweep(seeds, args.datasets, args.profiles, args.notebooks,
                            out=args.out, scheduler=args.scheduler, workers=args.workers,
@@ -188,13 +192,16 @@ def _seeds_and_notebook_hints(args: argparse.Namespace) -> list[int]:
         if stray:
             raise UsageError(f"{option} took {', '.join(map(repr, stray))}, a notebook: put "
                              "NOTEBOOKs before the grid options, or after --")
+    from fnlab.cli.validate import MAX_SEED
+
     seeds = []
     for value in args.seeds:
-        if re.fullmatch(r"0|[1-9][0-9]*", value):
+        if re.fullmatch(r"0|[1-9][0-9]*", value) and int(value) <= MAX_SEED:
             seeds.append(int(value))
         elif value in names:
             raise UsageError(f"--seeds took {value!r}, a notebook: put NOTEBOOKs before the "
                              "grid options, or after --")
         else:
-            raise UsageError(f"--seeds {value!r}: seeds are non-negative integers (0 1 2)")
+            raise UsageError(f"--seeds {value!r}: seeds are non-negative integers up to "
+                             f"{MAX_SEED} (0 1 2)")
     return seeds

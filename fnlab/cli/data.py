@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fnlab.cli import UsageError, error_line
-from fnlab.cli.validate import image_side, positive_float, positive_int
+from fnlab.cli.validate import image_side, positive_float, positive_int, seed_int
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     q.add_argument("path", help=".npz file, dataset folder, or a registry name (synthetic)")
     q.add_argument("--out", required=True, help="PNG file to write")
     q.add_argument("-n", "--n", type=positive_int, default=16, help="number of images (default 16)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=seed_int, default=0, help="0 to 2**32 - 1 (default 0)")
     q.add_argument("--size", type=image_side, default=128, help="side when loading a folder")
     q.set_defaults(func=_preview)
 
@@ -111,6 +111,12 @@ def _preview(args) -> int:
     from fnlab.data.preview import preview_grid
     from fnlab.data.registry import DATASETS, load_dataset
 
+    out = Path(args.out).expanduser()
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {args.out}: the preview is a PNG file; name it NAME.png")
+    if out.is_dir():
+        raise UsageError(f"--out {args.out}: is a folder; name the PNG file to write "
+                         f"(e.g. {out / 'preview.png'})")
     path = Path(args.path).expanduser()
     if not path.exists():
         if args.path not in DATASETS:

@@ -23,10 +23,13 @@ from fnlab.cli.validate import (
     half_open_unit_interval,
     image_side,
     int_at_least,
+    learning_rate,
+    mixup_alpha,
     nonneg_float,
     open_unit_interval,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -48,7 +51,7 @@ def register(subparsers) -> None:
                    help="cost of a false negative for --loss fn_cost")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--lr", type=learning_rate, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay)
     p.add_argument("--optimizer", default=d.optimizer, help="adamw, adam or sgd")
     p.add_argument("--schedule", default=d.schedule, help="onecycle, cosine or none")
@@ -69,7 +72,7 @@ def register(subparsers) -> None:
     p.add_argument("--ema", type=open_unit_interval, default=d.ema,
                    help="keep an exponential moving average of the weights with this decay "
                         "per step (e.g. 0.99); default off")
-    p.add_argument("--mixup", type=nonneg_float, default=d.mixup,
+    p.add_argument("--mixup", type=mixup_alpha, default=d.mixup,
                    help="mixup alpha (0 = off, the default; 0.2 is common)")
     p.add_argument("--label-smoothing", type=half_open_unit_interval, default=d.label_smoothing,
                    help="binary label smoothing (default 0 = off)")
@@ -81,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--profile", default="full", help="smoke or full (default full)")
     p.add_argument("--max-train-images", default=None,
                    type=int_at_least(2, "an integer >= 2 (one image per class at least)"))
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=seed_int, default=d.seed, help="0 to 2**32 - 1")
     p.add_argument("--target-recall", type=float, default=0.98,
                    help="choose the threshold on val for this recall (default 0.98)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -171,14 +174,31 @@ def summary_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def check_out_arg(out: str) -> None:
+    """Refuse an ``--out`` that is the Run cache (fnlab's own, keyed by config hash)
+    or a folder inside it; :func:`fnlab.runs.check_out_dir` does the rest."""
+    from pathlib import Path
+
+    from fnlab.config import runs_dir
+
+    target = Path(out).expanduser().resolve()
+    cache = runs_dir().resolve()
+    if target == cache or cache in target.parents:
+        raise UsageError(f"--out {out}: inside the Run cache {cache}, which fnlab manages "
+                         "itself (by config hash); choose a folder outside it, e.g. runs/NAME")
+
+
 def _train(args) -> int:
     from fnlab.runs import RunError, check_out_dir, train_run
 
-    config = config_from_args(args)
+    if not str(args.out).strip():
+        raise UsageError("--out '' is empty; name the Run folder to write, e.g. runs/smallcnn")
+    check_out_arg(args.out)
     try:  # before any data is loaded or trained on
         check_out_dir(args.out, overwrite=args.force)
     except RunError as exc:
         raise UsageError(f"--out {exc}") from None
+    config = config_from_args(args)
     try:
         run = train_run(config, out_dir=args.out, threshold_rule="recall",
                         threshold_value=args.target_recall, overwrite=args.force)

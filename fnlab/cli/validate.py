@@ -20,20 +20,27 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from fnlab.data.imageio import MIN_IMAGE_SIDE
 
 __all__ = [
     "WIDTH_MODELS",
+    "check_device",
+    "check_device_name",
     "check_train_args",
     "finite_float",
+    "float_range",
     "image_side",
     "int_at_least",
+    "learning_rate",
+    "mixup_alpha",
     "nonneg_float",
     "nonneg_int",
     "positive_float",
     "positive_int",
     "probability",
+    "seed_int",
     "unit_interval",
 ]
 
@@ -42,16 +49,17 @@ def _bad(text: str, what: str) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
 
 
-def int_at_least(minimum: int, what: str | None = None):
-    """A ``type=`` function accepting integers >= ``minimum``."""
-    what = what or f"an integer >= {minimum}"
+def int_at_least(minimum: int, what: str | None = None, maximum: int | None = None):
+    """A ``type=`` function accepting integers >= ``minimum`` (and <= ``maximum``)."""
+    what = what or (f"an integer >= {minimum}" if maximum is None
+                    else f"an integer from {minimum} to {maximum}")
 
     def check(text: str) -> int:
         try:
             value = int(text)
         except (TypeError, ValueError):
             raise _bad(text, what) from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise _bad(text, what)
         return value
 
@@ -63,10 +71,17 @@ positive_int = int_at_least(1)
 positive_int.__doc__ = "An integer >= 1 (epochs, batch size, widths, counts)."
 nonneg_int = int_at_least(0)
 nonneg_int.__doc__ = "An integer >= 0."
+#: Largest image side (px) the command line accepts: a batch of 64 images of 1024 px
+#: is already 268 MB of float32 input before the first layer.
+MAX_IMAGE_SIDE = 1024
 image_side = int_at_least(
-    MIN_IMAGE_SIDE, f"an image side of at least {MIN_IMAGE_SIDE} px (the smallest the "
-    "models accept)")
-image_side.__doc__ = f"An image side in pixels, at least {MIN_IMAGE_SIDE}."
+    MIN_IMAGE_SIDE, f"an image side of {MIN_IMAGE_SIDE} px (the smallest the models accept) "
+    f"to {MAX_IMAGE_SIDE} px", maximum=MAX_IMAGE_SIDE)
+image_side.__doc__ = f"An image side in pixels, {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE}."
+#: Largest seed: NumPy's legacy seeding and DataLoader workers take 32-bit seeds.
+MAX_SEED = 2**32 - 1
+seed_int = int_at_least(0, f"a seed from 0 to {MAX_SEED} (2**32 - 1)", maximum=MAX_SEED)
+seed_int.__doc__ = f"A random seed, 0 to {MAX_SEED}."
 
 
 def _float(text: str, what: str) -> float:
@@ -100,6 +115,32 @@ def nonneg_float(text: str) -> float:
     if value < 0:
         raise _bad(text, what)
     return value
+
+
+def float_range(low: float, high: float, *, low_open: bool = True, why: str = ""):
+    """A ``type=`` function for finite numbers in ``(low, high]`` (``[low, high]`` with
+    ``low_open=False``); ``why`` is added to the refusal.
+
+    >>> float_range(0, 10)("0.5")
+    0.5
+    """
+    what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]" + (
+        f" ({why})" if why else "")
+
+    def check(text: str) -> float:
+        value = _float(text, what)
+        if not (low < value <= high if low_open else low <= value <= high):
+            raise _bad(text, what)
+        return value
+
+    return check
+
+
+#: ``--lr``: larger rates only diverge with fnlab's optimizers (and 1e308 overflows).
+learning_rate = float_range(0, 10, why="larger rates only diverge")
+#: ``--mixup``: Beta(alpha, alpha); above 10 every pair is mixed about half and half.
+mixup_alpha = float_range(0, 10, low_open=False,
+                          why="0 is off; above 10 every pair is mixed about half and half")
 
 
 def unit_interval(text: str) -> float:
@@ -156,6 +197,9 @@ def check_train_args(args) -> None:
     from fnlab.cli import UsageError
     from fnlab.data.registry import DATASETS, resolve_dataset
 
+    if not str(args.dataset).strip():
+        raise UsageError(f"--dataset {args.dataset!r} is empty; name a dataset (auto, "
+                         "synthetic, pneumoniamnist, ...) or leave the option out for auto")
     try:  # "auto": real data when the official file is cached or can be downloaded
         name, _reason = resolve_dataset(
             args.dataset, offline=True if getattr(args, "offline", False) else None,
@@ -210,7 +254,7 @@ def check_train_args(args) -> None:
                 f"({weights}); fnlab never downloads weights: copy the file there, or point "
                 "$TORCH_HOME at a folder holding hub/checkpoints/")
     _check_augment(args.augment)
-    _check_device(args.device)
+    check_device(args.device)
 
 
 def _check_augment(preset) -> None:
@@ -224,12 +268,28 @@ def _check_augment(preset) -> None:
     raise UsageError(f"unknown augment preset {preset!r}; choose one of: {choices}")
 
 
-def _check_device(device) -> None:
+def check_device(device) -> None:
     """Refuse a device that is not here (``--device cuda`` without CUDA) up front."""
     from fnlab.cli import UsageError
     from fnlab.config import resolve_device
 
+    if device is not None and not str(device).strip():
+        raise UsageError(f"--device {device!r} is empty; use auto, cpu, cuda, cuda:N or mps "
+                         "(or leave the option out)")
     try:
         resolve_device(device)
     except ValueError as exc:
         raise UsageError(f"{exc}; use --device cpu (or auto)") from None
+
+
+def check_device_name(device) -> None:
+    """Refuse a device name torch does not know (``tpu``, ``''``), without asking whether
+    it is here: ``fnlab course sweep`` runs on workers that may have CUDA."""
+    from fnlab.cli import UsageError
+
+    if device is None:
+        return
+    text = str(device).strip()
+    if text in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:[0-9]+)?", text):
+        return
+    raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")

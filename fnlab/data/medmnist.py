@@ -540,12 +540,20 @@ def _read_npz(path: Path, keys: list[str]) -> tuple[dict[str, np.ndarray], list[
         raise NpzFormatError(path, ["file not found" if not path.exists() else "not a file"])
     if path.stat().st_size == 0:
         raise NpzFormatError(path, ["empty file (0 bytes)"])
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    from fnlab.data.npzcheck import NpzLimitError, open_npz
+
+    try:  # every member's size checked from its headers before anything is inflated
+        npz = open_npz(path)
+    except NpzLimitError as exc:
+        raise NpzFormatError(path, exc.problems) from None
+    except zipfile.BadZipFile as exc:
+        with open(path, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                raise NpzFormatError(
+                    path, ["holds a single array (.npy), not a .npz archive of arrays"]) from None
         raise NpzFormatError(path, [f"not a readable .npz archive ({exc})"]) from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise NpzFormatError(path, ["holds a single array (.npy), not a .npz archive of arrays"])
+    except (OSError, ValueError, EOFError) as exc:
+        raise NpzFormatError(path, [f"not a readable .npz archive ({exc})"]) from exc
     with npz:
         present = list(npz.files)
         missing = [k for k in keys if k not in present]
@@ -593,6 +601,14 @@ def _clean_images(key: str, a: np.ndarray, problems: list[str], notes: list[str]
     if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
         problems.append(f"{key}: dtype {a.dtype} is not a numeric image type (expected uint8)")
         return None
+    if np.issubdtype(a.dtype, np.complexfloating):
+        problems.append(f"{key}: dtype {a.dtype} holds complex numbers, not image values "
+                        "(expected uint8 0..255, or floats in [0, 1])")
+        return None
+    if np.issubdtype(a.dtype, np.floating) and a.size and not np.isfinite(a).all():
+        problems.append(f"{key}: {int((~np.isfinite(a)).sum()):,} values are not finite "
+                        "(nan or inf); images need finite values")
+        return None
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if np.issubdtype(a.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
         notes.append(f"{key}: float images in [0, 1] scaled to uint8")
@@ -618,6 +634,15 @@ def _clean_labels(key: str, a: np.ndarray, n_classes: int, class_names, problems
         return None
     if not np.issubdtype(a.dtype, np.number):
         problems.append(f"{key}: dtype {a.dtype} is not numeric")
+        return None
+    if np.issubdtype(a.dtype, np.complexfloating):
+        problems.append(f"{key}: dtype {a.dtype} holds complex numbers; labels are whole "
+                        "numbers 0, 1, ...")
+        return None
+    if a.size and np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        bad = a[~np.isfinite(a)]
+        problems.append(f"{key}: {bad.size} label(s) are not finite (e.g. {bad[0]}); labels "
+                        "are whole numbers 0, 1, ...")
         return None
     if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.mod(a, 1) == 0):
         problems.append(f"{key}: labels must be whole numbers, found e.g. {a[np.mod(a, 1) != 0][0]}")

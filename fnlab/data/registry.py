@@ -370,7 +370,8 @@ def cap_train(sets: dict[str, ImageSet], max_images: int | None, seed: int = 0) 
 
 def load_dataset(name: str = "auto", *, data_path=None, image_size: int | None = None,
                  profile="smoke", seed: int = 0, max_train_images="profile",
-                 offline: bool | None = None, **kw) -> dict[str, ImageSet]:
+                 offline: bool | None = None, progress: bool = True,
+                 **kw) -> dict[str, ImageSet]:
     """Load a registry dataset as ``{"train": ImageSet, "val": ..., "test": ...}``.
 
     Parameters
@@ -386,6 +387,7 @@ def load_dataset(name: str = "auto", *, data_path=None, image_size: int | None =
     seed : seed of generation, re-splitting and subsampling.
     max_train_images : ``"profile"`` (the profile's cap, real data only), an int, or None.
     offline : for ``"auto"``: never download (default: ``$FNLAB_OFFLINE``).
+    progress : progress bars (reading a folder's images, a download for ``"auto"``).
     **kw : passed to the loader (e.g. ``prevalence=0.1`` for synthetic,
         ``resplit=True`` for kermany, ``verify="off"`` for pneumoniamnist).
 
@@ -393,9 +395,12 @@ def load_dataset(name: str = "auto", *, data_path=None, image_size: int | None =
     >>> d["test"].class_names[0], d["train"].meta["dataset"]
     ('Normal', 'synthetic4')
     """
-    resolved, reason = resolve_dataset(name, offline=offline, download=data_path is None)
+    resolved, reason = resolve_dataset(name, offline=offline, download=data_path is None,
+                                       progress=progress)
     info = DATASETS[resolved]
     p = _profile(profile)
+    if info.kind == "folder":
+        kw.setdefault("progress", progress)
     sets = info.loader(data_path, image_size, p, seed, **kw)
     if info.kind != "embedded":
         cap = p.max_train_images if max_train_images == "profile" else max_train_images
