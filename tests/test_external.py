@@ -339,3 +339,20 @@ def test_dev_file_loads_with_patients_and_splits_by_patient():
     for n in (25, 50, 100, 200):
         choose, judge = calibration_split(s.labels, n, s.patient_ids, seed=n)
         assert not set(s.patient_ids[choose]) & set(s.patient_ids[judge])
+
+
+def test_cli_downloads_chestmnist_from_a_local_server(tmp_path, monkeypatch, local_server,
+                                                      capsys):
+    from fnlab.cli import main
+
+    httpd, url = local_server
+    httpd.files["chestmnist.npz"] = _chest_npz(tmp_path / "src.npz").read_bytes()
+    monkeypatch.setenv("FNLAB_MEDMNIST_URL", url)
+    digest = medmnist.md5sum(tmp_path / "src.npz")
+    monkeypatch.setitem(medmnist.CHESTMNIST, 28,
+                        dataclasses.replace(medmnist.CHESTMNIST[28], md5=digest))
+    assert main(["data", "download", "chestmnist", "--dest", str(tmp_path / "d"),
+                 "--no-progress"]) == 0
+    assert f"md5 {digest} verified" in capsys.readouterr().out
+    assert main(["data", "download", "chestmnist", "--size", "30"]) == 2
+    assert "choose one of: 28, 64, 128, 224" in capsys.readouterr().err
