@@ -163,3 +163,23 @@ def test_external_flags_without_data_are_usage_errors(tiny_run, capsys):
 def test_missing_run_is_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "norun"), "--data", str(_site(tmp_path / "s"))]) == 1
     assert "not a Run folder" in _one_line(capsys.readouterr().err)
+
+
+def test_lesson_functions_on_a_tiny_run(tiny_run, tmp_path):
+    from fnlab.external import adaptation_gain, home_vs_away, load_external, to_run_input
+    from fnlab.runs import Run
+
+    run = Run.load(tiny_run)
+    ext = load_external(_site(tmp_path / "s", n=40), size=16)
+    images = to_run_input(ext.images, run)
+    d = home_vs_away(run, images, n_resamples=200)
+    assert d["drop"] == pytest.approx(d["home"] - d["away"])
+    assert d["holds"] == (d["drop"] >= 0.10 and d["drop_ci"][0] > 0)
+    home_train = np.load(tiny_run.parent / "data.npz")["train_images"]
+    for method in ("none", "histogram_match", "standardise", "fine_tune"):
+        g = adaptation_gain(run, images, method, n=30, reference=home_train, epochs=1)
+        assert g["n_local"] + g["n_judge"] == 80 and 0 <= g["auc_after"] <= 1
+        assert g["gain"] == pytest.approx(g["auc_after"] - g["auc_before"])
+    assert adaptation_gain(run, images, "none", n=30)["gain"] == 0
+    with pytest.raises(ValueError, match="reference"):
+        adaptation_gain(run, images, "histogram_match", n=30)
