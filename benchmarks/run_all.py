@@ -42,10 +42,11 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "lessons_real": ("bench_lessons.py", ["--npz", "../shared/data/pneumoniamnist_28_union.npz",
                                           "--real-only", "--jobs", "2"]),
     "course_real": ("bench_course.py", ["--npz", "../shared/data/pneumoniamnist_28_union.npz"]),
+    "external": ("bench_external.py", []),
 }
 #: order of sections in the README
-ORDER = ["lessons", "lessons_real", "course", "course_real", "recipe", "models", "trainer",
-         "synthetic", "inference", "course_full"]
+ORDER = ["lessons", "lessons_real", "course", "course_real", "recipe", "external", "models",
+         "trainer", "synthetic", "inference", "course_full"]
 
 
 # --------------------------------------------------------------------------- running

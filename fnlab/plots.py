@@ -213,3 +213,34 @@ def history_plot(history, metrics: Sequence[str] = ("train_loss", "val_loss", "v
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return ax
+
+
+def reliability_diagram(preds_list: Sequence[Predictions] | Predictions,
+                        labels: Sequence[str] | None = None, n_bins: int = 10, ax=None):
+    """Reliability diagram: observed pneumonia rate against mean predicted probability
+    per bin (:func:`fnlab.calibration.reliability_curve`), one line per Predictions, the
+    diagonal for a calibrated model, and the ECE in the legend.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = reliability_diagram(Predictions([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]), ["home"])
+    >>> ax.get_xlabel()
+    'mean predicted probability'
+    """
+    from fnlab.calibration import expected_calibration_error, reliability_curve
+
+    preds_list = [preds_list] if isinstance(preds_list, Predictions) else list(preds_list)
+    labels = list(labels) if labels is not None else [p.split for p in preds_list]
+    ax = ax or plt.subplots(figsize=(4.2, 4.0))[1]
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
+    for p, name in zip(preds_list, labels):
+        curve = reliability_curve(p, n_bins=n_bins)
+        ece = expected_calibration_error(p, n_bins=n_bins)
+        ax.plot(curve["mean_predicted"], curve["fraction_positive"], marker="o",
+                label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed pneumonia rate")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax

@@ -306,3 +306,21 @@ def test_lessons_speedup_smoke(tmp_path):
     assert runs[0]["speedup"] == 1.0 and runs[1]["speedup"] > 0
     assert data["figures"]["speedup"] == runs[1]["speedup"]
     assert data["goals"][0]["goal"].startswith("a 2-worker local cluster")
+
+
+def test_external_claims_are_judged_at_every_seed():
+    bench_external = importlib.import_module("bench_external")
+
+    def seed(drop, ci_low, sens, spec, gain):
+        gains = {m: 0.0 for m in bench_external.ADAPTATIONS if m != "none"}
+        gains["histogram_match"] = gain
+        return {"report": {"drop": {"drop": drop, "drop_ci": [ci_low, drop + 0.1]}},
+                "curve": [{"n": 100, "sensitivity_mean": sens, "specificity_mean": spec}],
+                "adaptation_gain": gains}
+
+    ok = bench_external.claims([seed(0.4, 0.3, 0.95, 0.1, 0.08), seed(0.3, 0.2, 0.9, 0.2, 0.06)])
+    assert all(ok[c]["holds"] for c in ok) and ok["local_adaptation_helps"]["best"] == \
+        "histogram_match"
+    one_bad = bench_external.claims([seed(0.4, 0.3, 0.95, 0.1, 0.08),
+                                     seed(0.08, -0.02, 0.95, 0.6, 0.04)])
+    assert not any(one_bad[c]["holds"] for c in one_bad)

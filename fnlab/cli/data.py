@@ -26,8 +26,10 @@ def register(subparsers) -> None:
     q.add_argument("--verbose", "-v", action="store_true", help="also licence and citation")
     q.set_defaults(func=_list)
 
-    q = sub.add_parser("download", help="download PneumoniaMNIST with md5 verification")
-    q.add_argument("name", help="dataset to download (pneumoniamnist)")
+    q = sub.add_parser("download", help="download PneumoniaMNIST (or ChestMNIST, an external "
+                                        "site) with md5 verification")
+    q.add_argument("name", help="dataset to download (pneumoniamnist, or chestmnist: NIH "
+                                "adult X-rays, used as an external test site)")
     q.add_argument("--size", type=int, default=28,
                    help="image side: 28 (about 4 MB, the default) or the MedMNIST+ 64, 128, 224 "
                         "(21, 76, 214 MB; meant for training on a GPU)")
@@ -77,21 +79,22 @@ def _list(args) -> int:
 def _download(args) -> int:
     from fnlab.data import medmnist
 
-    if args.name != "pneumoniamnist":
+    if args.name not in medmnist.DATASETS:
         raise UsageError(
-            f"cannot download {args.name!r}: only 'pneumoniamnist' is downloadable "
-            "(synthetic is built in; kermany and covid_radiography are folders you "
-            "pass with data_path)")
-    if args.size not in medmnist.PNEUMONIAMNIST:
+            f"cannot download {args.name!r}: only 'pneumoniamnist' and 'chestmnist' (an "
+            "external site: fnlab evaluate RUN --data PATH) are downloadable (synthetic is "
+            "built in; kermany and covid_radiography are folders you pass with data_path)")
+    sizes = medmnist.DATASETS[args.name]
+    if args.size not in sizes:
         raise UsageError(f"--size {args.size} is not available; choose one of: "
-                         f"{', '.join(map(str, medmnist.SIZES))}")
+                         f"{', '.join(map(str, sizes))}")
     try:
         path = medmnist.download(args.size, args.dest, progress=not args.no_progress,
-                                 timeout=args.timeout, force=args.force)
+                                 timeout=args.timeout, force=args.force, dataset=args.name)
     except medmnist.DownloadError as exc:  # one line, manual steps included
         print(f"fnlab data download: error: {error_line(exc)}", file=sys.stderr)
         return 1
-    print(f"{path}  (md5 {medmnist.file_info(args.size).md5} verified)")
+    print(f"{path}  (md5 {medmnist.file_info(args.size, args.name).md5} verified)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``fnlab evaluate``: choose a Run's threshold again on val and rewrite metrics.json.
+"""``fnlab evaluate``: choose a Run's threshold again on val, or judge it on an external site.
 
 ::
 
@@ -6,12 +6,20 @@
     fnlab evaluate RUN_DIR --specificity 0.9     # or a fixed specificity
     fnlab evaluate RUN_DIR --cost-ratio 10       # or the minimum expected cost
     fnlab evaluate RUN_DIR --resign              # trust the folder's files as they are now
+    fnlab evaluate RUN_DIR --data SITE           # external validation (nothing written)
+    fnlab evaluate RUN_DIR --data SITE --calibrate 100 --out site.json   # + local recalibration
 
 The Run must pass its tamper check (``manifest.json``: the sha256 of every file) and
 the architecture check; the new checkpoint holds the weights that were verified, and
 the folder is replaced whole. ``--resign`` is the one deliberate way to sign a folder
 again (after changing a file on purpose, or for a run written by an older fnlab): it
 checks that the files form a consistent Run, writes a new manifest and does nothing else.
+
+``--data PATH`` judges the Run on an external site (a folder with NORMAL/ and PNEUMONIA/,
+a Kermany tree, or a MedMNIST/ChestMNIST .npz) at its home threshold, beside its home
+test set, and never writes into the Run; ``--calibrate N`` (or a fraction) lets N local
+images choose a threshold for the Run's target recall and the rest judge it
+(:mod:`fnlab.external`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,20 @@ def register(subparsers) -> None:
     p.add_argument("--resign", action="store_true",
                    help="trust the Run's files as they are now: check that they form a "
                         "consistent Run and write a new manifest.json (nothing else)")
+    x = p.add_argument_group("external validation (never writes into the Run)")
+    x.add_argument("--data", default=None, metavar="PATH",
+                   help="an external site: folder with NORMAL/ and PNEUMONIA/, a Kermany tree, "
+                        "or a MedMNIST-layout .npz (its test split; ChestMNIST too)")
+    x.add_argument("--calibrate", default=None, metavar="N",
+                   help="local recalibration: N images (or a fraction in (0, 1)) choose the "
+                        "threshold, the rest judge it")
+    x.add_argument("--strict", action="store_true",
+                   help="refuse a folder with unreadable files instead of skipping them")
+    x.add_argument("--all-splits", action="store_true",
+                   help="use every split of an .npz, not only its test split")
+    x.add_argument("--seed", type=int, default=0, help="seed of the local split (default 0)")
+    x.add_argument("--out", default=None, metavar="FILE",
+                   help="write the report as .json or .md (and FILE.reliability.png)")
     p.set_defaults(func=_evaluate)
 
 
@@ -105,6 +127,16 @@ def _evaluate(args) -> int:
     from fnlab.cli.train import summary_lines
     from fnlab.runs import Run
 
+    if args.data is not None:
+        from fnlab.cli.external import run_external
+
+        return run_external(args)
+    external_only = [f for f, given in (
+        ("--calibrate", args.calibrate is not None), ("--strict", args.strict),
+        ("--all-splits", args.all_splits), ("--out", args.out is not None)) if given]
+    if external_only:
+        raise UsageError(f"{', '.join(external_only)} go(es) with --data PATH (external "
+                         "validation)")
     if args.resign:
         return _resign(args)
     rule, value = rule_from_args(args)

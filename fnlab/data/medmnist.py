@@ -110,6 +110,34 @@ PNEUMONIAMNIST: dict[int, MedMNISTFile] = {
 }
 SIZES = tuple(PNEUMONIAMNIST)
 
+#: ChestMNIST (MedMNIST v2, NIH ChestX-ray14, 112,120 adult frontal X-rays, 14 text-mined
+#: labels): the external site a student can download. Names and md5 from the medmnist
+#: package's INFO dict (``medmnist/info.py``, Zenodo record 10519652); only its test
+#: split is used, as an external set (:func:`chestmnist_binary`).
+CHESTMNIST_SAMPLES = {"train": 78468, "val": 11219, "test": 22433}
+CHESTMNIST: dict[int, MedMNISTFile] = {
+    28: MedMNISTFile(28, "chestmnist.npz", "02c8a6516a18b556561a56cbdd36c4a8",
+                     dict(CHESTMNIST_SAMPLES)),
+    64: MedMNISTFile(64, "chestmnist_64.npz", "9de6cd0b934ebb5b7426cfba5efbae16",
+                     dict(CHESTMNIST_SAMPLES), approx_size="400 MB"),
+    128: MedMNISTFile(128, "chestmnist_128.npz", "db107e5590b27930b62dbaf558aebee3",
+                      dict(CHESTMNIST_SAMPLES)),
+    224: MedMNISTFile(224, "chestmnist_224.npz", "45bd33e6f06c3e8cdb481c74a89152aa",
+                      dict(CHESTMNIST_SAMPLES)),
+}
+#: ChestMNIST's label index of pneumonia (of 14: atelectasis, cardiomegaly, effusion,
+#: infiltration, mass, nodule, pneumonia, ...).
+CHESTMNIST_PNEUMONIA = 6
+CHESTMNIST_LICENCE = "CC BY 4.0"
+CHESTMNIST_CITATION = (
+    "Yang J, et al. MedMNIST v2 (Scientific Data 10, 41, 2023). Source images: Wang X, Peng Y, "
+    "Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: hospital-scale chest X-ray database and "
+    "benchmarks on weakly-supervised classification and localization of common thorax "
+    "diseases. CVPR 2017; NIH Clinical Center."
+)
+#: dataset name -> its registry of official files
+DATASETS = {"pneumoniamnist": PNEUMONIAMNIST, "chestmnist": CHESTMNIST}
+
 
 class DownloadError(RuntimeError):
     """A download failed; the message says why and lists the manual steps.
@@ -140,23 +168,31 @@ class NpzFormatError(ValueError):
         super().__init__(f"{self.path}: {text}")
 
 
-def file_info(size: int = 28) -> MedMNISTFile:
-    """Registry entry for the official file of side ``size`` (28, 64, 128 or 224).
+def file_info(size: int = 28, dataset: str = "pneumoniamnist") -> MedMNISTFile:
+    """Registry entry for the official file of side ``size`` (28, 64, 128 or 224) of
+    ``dataset`` (``"pneumoniamnist"`` or ``"chestmnist"``).
 
     >>> file_info(30)
     Traceback (most recent call last):
     ...
     ValueError: PneumoniaMNIST has no 30 px file; sizes: 28, 64, 128, 224
+    >>> file_info(28, "chestmnist").md5
+    '02c8a6516a18b556561a56cbdd36c4a8'
     """
+    registry = DATASETS.get(dataset)
+    if registry is None:
+        raise ValueError(f"unknown MedMNIST dataset {dataset!r}; choose one of "
+                         f"{', '.join(DATASETS)}")
     try:
-        return PNEUMONIAMNIST[int(size)]
+        return registry[int(size)]
     except (KeyError, TypeError, ValueError):
+        name = {"pneumoniamnist": "PneumoniaMNIST", "chestmnist": "ChestMNIST"}[dataset]
         raise ValueError(
-            f"PneumoniaMNIST has no {size} px file; sizes: {', '.join(map(str, SIZES))}"
+            f"{name} has no {size} px file; sizes: {', '.join(map(str, registry))}"
         ) from None
 
 
-def download_url(size: int = 28) -> str:
+def download_url(size: int = 28, dataset: str = "pneumoniamnist") -> str:
     """Where :func:`download` fetches the file of side ``size`` from.
 
     The official Zenodo URL, or ``$FNLAB_MEDMNIST_URL/<file name>`` when that
@@ -170,7 +206,7 @@ def download_url(size: int = 28) -> str:
     >>> download_url(28) == file_info(28).url
     True
     """
-    info = file_info(size)
+    info = file_info(size, dataset)
     base = os.environ.get(URL_ENV, "").strip()
     return f"{base.rstrip('/')}/{info.filename}" if base else info.url
 
@@ -202,14 +238,14 @@ def _md5_memo(path: Path) -> str:
     return _MD5_MEMO[key]
 
 
-def cached_path(size: int = 28) -> Path | None:
+def cached_path(size: int = 28, dataset: str = "pneumoniamnist") -> Path | None:
     """``data_dir()/<official name>`` when that file exists, else None (see
     :func:`check_cached` for whether it is the official file).
 
     >>> cached_path(28) is None or cached_path(28).name == "pneumoniamnist.npz"
     True
     """
-    path = data_dir() / file_info(size).filename
+    path = data_dir() / file_info(size, dataset).filename
     return path if path.is_file() else None
 
 
@@ -252,13 +288,13 @@ def check_cached(size: int = 28) -> tuple[Path | None, str | None]:
 
 
 def manual_steps(size: int = 28, target=None, url: str | None = None,
-                 md5: str | None = None) -> str:
+                 md5: str | None = None, dataset: str = "pneumoniamnist") -> str:
     """Instructions for fetching the file by hand (part of every DownloadError).
 
     >>> "md5" in manual_steps(28, "/tmp/x/pneumoniamnist.npz")
     True
     """
-    info = file_info(size)
+    info = file_info(size, dataset)
     url = url or info.url
     md5 = md5 or info.md5
     target = Path(target) if target is not None else data_dir() / info.filename
@@ -270,13 +306,15 @@ def manual_steps(size: int = 28, target=None, url: str | None = None,
         f"     (md5sum {info.filename}, or: python -c \"import hashlib,sys; "
         f"print(hashlib.md5(open(sys.argv[1],'rb').read()).hexdigest())\" {info.filename})\n"
         f"  3. Put it at {target}\n"
-        "     (or anywhere, then load it with load_dataset('pneumoniamnist', "
-        "data_path=PATH) and validate it with: fnlab data check PATH)"
+        + ("     (or anywhere, then load it with load_dataset('pneumoniamnist', "
+           "data_path=PATH) and validate it with: fnlab data check PATH)"
+           if dataset == "pneumoniamnist" else
+           "     (or anywhere, then name it: fnlab evaluate RUN --data PATH)")
     )
 
 
-def _target_path(size: int, dest) -> Path:
-    info = file_info(size)
+def _target_path(size: int, dest, dataset: str = "pneumoniamnist") -> Path:
+    info = file_info(size, dataset)
     if dest is None:
         return data_dir(create=True) / info.filename
     dest = Path(dest).expanduser()
@@ -400,8 +438,9 @@ class _WriteError(Exception):
 
 def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float = 60.0,
              force: bool = False, url: str | None = None, md5: str | None = None,
-             connect_timeout: float | None = None) -> Path:
-    """Download the official PneumoniaMNIST file of side ``size``; return its path.
+             connect_timeout: float | None = None, dataset: str = "pneumoniamnist") -> Path:
+    """Download the official PneumoniaMNIST (or ``dataset="chestmnist"``) file of side
+    ``size``; return its path.
 
     Parameters
     ----------
@@ -430,11 +469,11 @@ def download(size: int = 28, dest=None, *, progress: bool = True, timeout: float
     >>> download(28, folder, md5="900150983cd24fb0d6963f7d28e17f72").name
     'pneumoniamnist.npz'
     """
-    info = file_info(size)
-    url = url or download_url(size)
+    info = file_info(size, dataset)
+    url = url or download_url(size, dataset)
     expected = (md5 or info.md5).lower()
-    target = _target_path(size, dest)
-    steps = manual_steps(size, target, url, expected)
+    target = _target_path(size, dest, dataset)
+    steps = manual_steps(size, target, url, expected, dataset)
     if connect_timeout is None:
         connect_timeout = min(float(timeout), CONNECT_TIMEOUT)
 
@@ -764,3 +803,42 @@ def load_npz(path, size: int | None = None, verify: str = "warn",
     for s in sets.values():
         s.meta.update(md5=digest, official=official, file=str(path))
     return sets
+
+
+# --------------------------------------------------------------------------- ChestMNIST
+def chestmnist_binary(path, split: str = "test") -> ImageSet:
+    """An external binary set from a ChestMNIST ``.npz``: the ``split`` images labelled
+    pneumonia (label index :data:`CHESTMNIST_PNEUMONIA`, whatever else they show) against
+    the images with no finding (all 14 labels 0); images with other findings only are
+    left out. ChestMNIST has no patient ids (``patient_ids`` is None). Caveats: NIH
+    labels were text-mined from reports (noisy); the patients are adults.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "chest.npz")
+    >>> lab = np.zeros((4, 14), np.uint8); lab[1, 6] = 1; lab[2, 0] = 1; lab[3, [6, 2]] = 1
+    >>> np.savez(p, test_images=np.zeros((4, 28, 28), np.uint8), test_labels=lab)
+    >>> s = chestmnist_binary(p)
+    >>> s.labels.tolist(), s.meta["index"].tolist()
+    ([0, 1, 1], [0, 1, 3])
+    """
+    path = Path(path).expanduser()
+    ik, lk = f"{split}_images", f"{split}_labels"
+    arrays, problems, present = _read_npz(path, [ik, lk])
+    if problems:
+        raise NpzFormatError(path, problems)
+    notes: list[str] = []
+    images = _clean_images(ik, arrays[ik], problems, notes)
+    labels = np.asarray(arrays[lk])
+    if labels.ndim != 2 or labels.shape[1] != 14:
+        problems.append(f"{lk}: expected ChestMNIST's 14 labels per image (N x 14), got shape "
+                        f"{labels.shape}")
+    elif images is not None and len(images) != len(labels):
+        problems.append(f"{split}: {len(images)} images but {len(labels)} label rows")
+    if problems or images is None:
+        raise NpzFormatError(path, problems)
+    pneumonia = labels[:, CHESTMNIST_PNEUMONIA] == 1
+    no_finding = labels.sum(axis=1) == 0
+    keep = np.flatnonzero(pneumonia | no_finding)
+    return ImageSet(images[keep], pneumonia[keep].astype(np.int64), BINARY_CLASSES,
+                    split="external", source=f"chestmnist:{path}",
+                    meta={"index": keep, "file": str(path), "notes": notes})
