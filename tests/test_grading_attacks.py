@@ -151,6 +151,15 @@ def my_weighted_bce(logits, targets, w):
     except (OSError, IndexError):
         pass
     os._exit(0)'''
+#: The same forgery limited to its own process's descriptors: the unsandboxed tests below
+#: call it on this machine, where writing through /proc/*/fd/* as root would overwrite the
+#: files every other process has open (it did: matplotlib's fonts, kernels' output).
+FORGING_BCE_OWN_FDS = (FORGING_BCE[:FORGING_BCE.index("    for fd in glob.glob")]
+                       .replace("        try:\n            os.write(fd, verdict)",
+                                "        try:\n            import stat\n"
+                                "            if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+                                "                os.write(fd, verdict)")
+                       + "    os._exit(0)")  # pipes only: never a file this machine has open
 LYING_BCE = '''class Agree(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -323,7 +332,7 @@ def test_course_helpers_come_from_the_instructors_imports(tmp_path, in_main):
 def test_course_info_names_helpers_and_functions_of_a_course_notebook():
     root = Path(__file__).resolve().parents[1] / "notebooks"
     info = grading.course_info(root / "03_weighted_loss.ipynb")
-    assert info["helpers"]["create_loss"] == ["fnlab.losses", "create_loss"]
+    assert info["helpers"]["lab"] == ["fnlab", "lab"]  # the lesson face: lab.create_loss, ...
     assert info["helpers"]["F"] == ["torch.nn.functional", None]
     assert "my_weighted_bce" in info["functions"]
     assert "attention_share" in grading.course_info(root / "02_cnn_vs_attention.ipynb")["functions"]
@@ -344,7 +353,7 @@ BCE_PLAN = {"name": "q2_weighted_bce", "cases": [BCE_CASE],
 
 @pytest.mark.parametrize("source, passes", [
     ("import torch.nn.functional as F\n" + HONEST_BCE, True),
-    (FORGING_BCE, False),
+    (FORGING_BCE_OWN_FDS, False),
     ("import torch\n" + LYING_BCE, False),
 ])
 def test_a_function_the_question_asks_for_runs_apart(tmp_path, in_main, source, passes):
