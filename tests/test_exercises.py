@@ -117,6 +117,29 @@ class Executed:
 
     exercise_failures: list[str]
     figure_problems: list[str]
+    not_gradable: list[str] = field(default_factory=list)
+
+
+#: Run in the kernel after the notebook: every notebook value a hidden test reads must come back
+#: through the grader's plain-data snapshot loader (fnlab.snapshot), or an honest student's
+#: answer would score 0 as "not gradable".
+_GRADABLE = """
+import builtins as _b, types as _t, dill as _dill
+from fnlab.grading import course_info as _ci
+from fnlab.snapshot import identifiers as _ids, load_value as _load
+_info = _ci({path!r})
+_bad = []
+for _n in sorted(_ids({tests!r})):
+    if hasattr(_b, _n) or _n in _info["helpers"] or _n in _info["functions"] or _n not in globals():
+        continue
+    if isinstance(globals()[_n], _t.ModuleType):
+        continue
+    try:
+        _load(_dill.dumps(globals()[_n], protocol=4), _n)
+    except Exception as _e:
+        _bad.append(_n + ": " + str(_e)[:120])
+print("\\n".join(_bad))
+"""
 
 
 def execute(notebook: Path, data_dir: Path) -> Executed:
@@ -142,7 +165,7 @@ def execute(notebook: Path, data_dir: Path) -> Executed:
             return False
         return True
 
-    failures = []
+    failures, not_gradable = [], []
     try:
         with client.setup_kernel():
             runs("from fnlab.figure_check import watch_figures\nwatch_figures()")
@@ -154,6 +177,12 @@ def execute(notebook: Path, data_dir: Path) -> Executed:
                 "print('\\n'.join(f'figure {n}: {line}' for n, line in FOUND))"), 0)
             figures = [line for o in out.outputs if o.get("name") == "stdout"
                        for line in o["text"].splitlines() if line.strip()]
+            for q in questions(nb):
+                out = client.execute_cell(nbformat.v4.new_code_cell(_GRADABLE.format(
+                    path=str(notebook), tests="\n".join(q.hidden))), 0)
+                not_gradable += [f"{q.name}: {line}" for o in out.outputs
+                                 if o.get("name") == "stdout"
+                                 for line in o["text"].splitlines() if line.strip()]
             for q in questions(nb):
                 if not (runs(q.solution) and all(runs(t) for t in q.public + q.hidden)):
                     failures.append(f"{q.name}: the solution fails its own tests")
@@ -167,7 +196,7 @@ def execute(notebook: Path, data_dir: Path) -> Executed:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return Executed(failures, figures)
+    return Executed(failures, figures, not_gradable)
 
 
 @pytest.fixture(scope="module", params=NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -187,3 +216,10 @@ def test_only_the_right_answer_passes(executed):
 def test_figures_have_no_overlapping_text(executed):
     notebook, result = executed
     assert not result.figure_problems, f"{notebook.name}: " + "; ".join(result.figure_problems)
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_hidden_tests_read_only_values_the_grader_can_load(executed):
+    notebook, result = executed
+    assert not result.not_gradable, f"{notebook.name}: " + "; ".join(result.not_gradable)
