@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -86,6 +87,7 @@ def _notebook_stats():
     spec = importlib.util.spec_from_file_location("notebook_stats",
                                                   ROOT / "tools" / "notebook_stats.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -12,18 +12,18 @@ WRONG_ANSWERS = {
     },
     "q2_net_benefit": {
         "the test set's own prevalence": (
-            "called_03 = test_clinic.scores >= 0.3\n"
+            "called_03 = test_clinic.scores >= t_q2\n"
             "pi_test = test_clinic.y_true.mean()\n"
             "nb_03 = (called_03[test_clinic.y_true == 1].mean() * pi_test\n"
-            "         - called_03[test_clinic.y_true == 0].mean() * (1 - pi_test) * 0.3 / 0.7)"),
+            "         - called_03[test_clinic.y_true == 0].mean() * (1 - pi_test) * t_q2 / (1 - t_q2))"),
         "p_t, not the odds p_t / (1 - p_t)": (
-            "called_03 = test_clinic.scores >= 0.3\n"
+            "called_03 = test_clinic.scores >= t_q2\n"
             "nb_03 = (called_03[test_clinic.y_true == 1].mean() * deployment_prevalence\n"
-            "         - called_03[test_clinic.y_true == 0].mean() * (1 - deployment_prevalence) * 0.3)"),
+            "         - called_03[test_clinic.y_true == 0].mean() * (1 - deployment_prevalence) * t_q2)"),
         "validation probabilities, not moved to the clinic": (
-            "called_03 = test_cal.scores >= 0.3\n"
+            "called_03 = test_cal.scores >= t_q2\n"
             "nb_03 = (called_03[test_cal.y_true == 1].mean() * deployment_prevalence\n"
-            "         - called_03[test_cal.y_true == 0].mean() * (1 - deployment_prevalence) * 0.3 / 0.7)"),
+            "         - called_03[test_cal.y_true == 0].mean() * (1 - deployment_prevalence) * t_q2 / (1 - t_q2))"),
     },
     "q3_conformal": {
         "off by one (1-based position)": (
