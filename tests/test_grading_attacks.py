@@ -383,7 +383,15 @@ def test_a_function_the_question_asks_for_runs_apart(tmp_path, in_main, source, 
     folder = tmp_path / "snap"
     names = ["my_weighted_bce", "F", "torch"]
     snapshot.save({n: space[n] for n in names if n in space}, folder, [snapshot.END])
-    result = autograde._in_child(BCE_PLAN, folder)
+    # in a fresh interpreter: forked from this test process, whose torch thread pool is already
+    # running, the checker's child can deadlock inside torch (it hung CI for 25 minutes once)
+    code = ("import json, sys\nfrom pathlib import Path\nfrom fnlab import autograde\n"
+            "print(json.dumps(autograde._in_child(json.loads(sys.argv[1]), Path(sys.argv[2]))))")
+    env = {**os.environ, "PYTHONPATH": str(Path(autograde.__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(BCE_PLAN), str(folder)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["passed"] == [passes], result
     assert "forged" not in json.dumps(result)
 
