@@ -359,6 +359,8 @@ def check_question(plan: dict, snapshots: Path) -> dict:
             module, attr = helpers[name]
             try:
                 obj = importlib.import_module(module)
+                if attr and not hasattr(obj, attr):  # a submodule: `from fnlab import lab`
+                    importlib.import_module(f"{module}.{attr}")
                 env[name] = getattr(obj, attr) if attr else obj
             except (ImportError, AttributeError):
                 problems[name] = f"course helper {module}{'.' + attr if attr else ''} is missing"

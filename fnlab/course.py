@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -363,6 +364,10 @@ def __getattr__(name):  # the kernel manager class is built on first use (jupyte
 
             def __init__(self, **kwargs):
                 kwargs.setdefault("transport", "ipc")
+                # each kernel's sockets in a folder of its own: kernels started side by side
+                # (a sweep's workers) in one working folder would otherwise share socket names
+                kwargs.setdefault("ip", os.path.join(tempfile.mkdtemp(prefix="fnlab-kernel-"),
+                                                     "kernel"))
                 super().__init__(**kwargs)
 
         globals()["LocalKernelManager"] = LocalKernelManager
