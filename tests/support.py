@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -89,3 +90,23 @@ def write_npz_bomb(path, shape=(76_000, 224, 224), chunk_mb: int = 1) -> Path:
     path = Path(path)
     path.write_bytes(local + data + central + end)
     return path
+
+
+def grade_rows(path: Path) -> dict[str, dict[str, dict]]:
+    """A grades CSV as ``{submission stem: {question: row}}``."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    by: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by.setdefault(Path(r["submission"]).stem, {})[r["question"]] = r
+    return by
+
+
+def grade_scores(rows: dict) -> dict[str, float]:
+    """``{question: score}`` of one submission's rows (from :func:`grade_rows`)."""
+    return {q: float(r["score"]) for q, r in rows.items()}
+
+
+#: notebook 00's scores for a fully right and an unanswered submission
+FULL = {"q1_sensitivity": 1.0, "q2_missed_per_1000": 1.0, "TOTAL": 2.0}
+ZERO = {"q1_sensitivity": 0.0, "q2_missed_per_1000": 0.0, "TOTAL": 0.0}

@@ -16,7 +16,6 @@ installs it).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -30,6 +29,9 @@ from pathlib import Path
 import dill
 import nbformat
 import pytest
+from support import FULL, ZERO
+from support import grade_rows as _rows
+from support import grade_scores as _scores
 
 from fnlab import autograde, classroom, grading, sandbox, snapshot
 from fnlab.cli import main
@@ -178,22 +180,6 @@ def _notebook(path: Path, cells: list[str], assignment: str) -> Path:
     nbformat.write(nb, path)
     return path
 
-
-def _rows(path: Path) -> dict[str, dict[str, dict]]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    by: dict[str, dict[str, dict]] = {}
-    for r in rows:
-        by.setdefault(Path(r["submission"]).stem, {})[r["question"]] = r
-    return by
-
-
-def _scores(rows: dict) -> dict[str, float]:
-    return {q: float(r["score"]) for q, r in rows.items()}
-
-
-FULL = {"q1_sensitivity": 1.0, "q2_missed_per_1000": 1.0, "TOTAL": 2.0}
-ZERO = {"q1_sensitivity": 0.0, "q2_missed_per_1000": 0.0, "TOTAL": 0.0}
 
 
 # --------------------------------------------------------------------------- the loader

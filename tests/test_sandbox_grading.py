@@ -10,15 +10,16 @@ build a sandbox (`.ci/run` installs it).
 
 from __future__ import annotations
 
-import csv
 import secrets
 import socket
 import threading
 import time
-from pathlib import Path
 
 import nbformat
 import pytest
+from support import FULL, ZERO
+from support import grade_rows as _rows
+from support import grade_scores as _scores
 from support import kill_processes_with as _kill
 from support import processes_with as _alive
 
@@ -200,22 +201,6 @@ def lab(tmp_path_factory, autograder):
     for marker in markers.values():
         _kill(marker)
 
-
-def _rows(path: Path) -> dict[str, dict[str, dict]]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    by: dict[str, dict[str, dict]] = {}
-    for r in rows:
-        by.setdefault(Path(r["submission"]).stem, {})[r["question"]] = r
-    return by
-
-
-def _scores(rows: dict) -> dict[str, float]:
-    return {q: float(r["score"]) for q, r in rows.items()}
-
-
-FULL = {"q1_sensitivity": 1.0, "q2_missed_per_1000": 1.0, "TOTAL": 2.0}
-ZERO = {"q1_sensitivity": 0.0, "q2_missed_per_1000": 0.0, "TOTAL": 0.0}
 
 
 @pytest.fixture(scope="module")
