@@ -58,7 +58,7 @@ def _visible_texts(texts) -> list:
 
 
 def _name(ax, index: int) -> str:
-    title = ax.get_title() or ax.get_title(loc="left") or ""
+    title = ax.get_title() or ax.get_title(loc="left") or ax.get_xlabel() or ""
     return f"axes {index}" + (f" ({title[:40]!r})" if title else "")
 
 
