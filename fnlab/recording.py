@@ -39,6 +39,13 @@ from pathlib import Path
 RECORD_ENV = "FNLAB_RECORD"
 #: Key under which a record file keeps the list of claims.
 CLAIMS_KEY = "claims"
+#: Environment variable: ``1`` makes a claim that does not hold raise :class:`ClaimNotHeld`
+#: (``make test`` sets it for the notebooks under nbval, so a failed lesson fails its cell).
+STRICT_ENV = "FNLAB_STRICT_CLAIMS"
+
+
+class ClaimNotHeld(AssertionError):
+    """A lesson claim that does not hold, raised only when ``$FNLAB_STRICT_CLAIMS`` is 1."""
 #: Comparison operators a claim may use.
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
@@ -91,6 +98,12 @@ def claim(id: str, statement: str, value, bound, op: str = ">=", holds: bool | N
     True
     >>> claim("x", "nan never holds", float("nan"), 0.5, echo=False)["holds"]
     False
+    >>> os.environ[STRICT_ENV] = "1"
+    >>> claim("y", "two is less than one", 2, 1, op="<", echo=False)
+    Traceback (most recent call last):
+    ...
+    fnlab.recording.ClaimNotHeld: claim y: DOES NOT HOLD: two is less than one (measured 2, needs < 1)
+    >>> del os.environ[STRICT_ENV]
     """
     if op not in OPS:
         raise ValueError(f"claim {id!r}: op must be one of {', '.join(OPS)}, got {op!r}")
@@ -107,6 +120,8 @@ def claim(id: str, statement: str, value, bound, op: str = ">=", holds: bool | N
         _write(target, current)
     if echo:
         print(format_claim(entry))
+    if not entry["holds"] and os.environ.get(STRICT_ENV, "").strip() == "1":
+        raise ClaimNotHeld(format_claim(entry))
     return entry
 
 

@@ -112,3 +112,16 @@ def test_notebooks_build_one_lesson_face_and_branch_on_no_profile(nb):
         f"{nb.path.name}: a profile branch; put the budget in fnlab.profiles and use lesson.budget")
     assert not re.search(r"^\s*if .*\bholds\b.*:\s*$", code, re.M), (
         f"{nb.path.name}: a verdict tree; write the prose in Markdown, or one claim(then=, otherwise=)")
+
+
+def test_every_lesson_records_claims_once_each(nb):
+    """``make test`` checks the claims while nbval runs the notebooks (FNLAB_STRICT_CLAIMS=1):
+    a claim that does not hold fails its cell. What that cannot see is checked here: a lesson
+    that records no claim, or one id recorded from two places."""
+    if nb.path.name.startswith("00_"):
+        pytest.skip("the welcome notebook teaches no lesson")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    ids = re.findall(r"""lesson\.claim\(\s*["'](\w+)["']""", code)
+    assert ids, f"{nb.path.name}: records no lesson claim (lesson.claim)"
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    assert not twice, f"{nb.path.name}: claim ids recorded from two places: {twice}"
