@@ -430,3 +430,15 @@ def test_checksum_warning_is_one_line_in_a_real_process(tmp_path):
     assert lines and all(line.startswith("fnlab train: warning: ") for line in lines), lines
     assert any("no official PneumoniaMNIST file has 16 px images" in line for line in lines)
     assert "load_npz(" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_parser_is_built_without_torch():
+    """``fnlab --help`` and every usage error come before torch is imported (issue 22: the
+    parser used to import torch, 2-3 s on these machines; see benchmarks/bench_cli.py)."""
+    code = ("import sys\nfrom fnlab.cli import build_parser\nbuild_parser()\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'pandas', 'sklearn') "
+            "if m in sys.modules)\nprint(','.join(heavy))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"building the parser imported {proc.stdout.strip()}"

@@ -34,7 +34,7 @@ from fnlab.cli.validate import (
 
 
 def register(subparsers) -> None:
-    from fnlab.train import recipe_config
+    from fnlab.recipe import recipe_config
 
     d = recipe_config()
     p = subparsers.add_parser("train", help="train a model and write a Run folder",
