@@ -56,6 +56,13 @@ from fnlab.ensemble import (
     missed_positives,
     weighted_ensemble,
 )
+from fnlab.external import (
+    adaptation_gain,
+    external_site,
+    home_vs_away,
+    local_threshold,
+    run_target_recall,
+)
 from fnlab.lessons import TARGET_RECALL, lesson_config, lesson_data
 from fnlab.losses import class_weights_from_labels, create_loss
 from fnlab.metrics import (
@@ -102,6 +109,8 @@ __all__ = [
     "missed_positives", "fn_difference_ci",
     "fit_platt", "apply_platt", "fit_temperature", "apply_temperature", "adjust_prevalence",
     "expected_calibration_error", "brier_score", "reliability_curve",
+    # a second site
+    "external_site", "home_vs_away", "local_threshold", "adaptation_gain", "run_target_recall",
     # figures
     "confusion_heatmap", "history_plot", "image_gallery", "roc_with_points",
 ]
@@ -234,23 +243,34 @@ class Lesson:
         sentence = then if entry["holds"] else otherwise
         if echo and sentence:
             print(sentence.format(value=_fmt(entry["value"]), bound=_fmt(entry["bound"])))
-        return entry
+        return Claim(entry)
 
-    def verdict(self, holds: bool, then: str, otherwise: str, **values) -> bool:
+    def verdict(self, holds: bool, then: str, otherwise: str, **values) -> None:
         """Print one sentence for an outcome that can go either way (no claim recorded).
 
         >>> Lesson(dataset="synthetic", profile="smoke", quiet=True).verdict(
         ...     2 < 3, "fewer ({a} vs {b})", "not fewer ({a} vs {b})", a=2, b=3)
         fewer (2 vs 3)
-        True
         """
         values = {k: _fmt(v) for k, v in values.items()}
         print((then if holds else otherwise).format(**values))
-        return bool(holds)
 
     def record(self, **figures) -> dict:
         """Record this notebook's headline figures for the course report (dataset included)."""
         return _record_figures(dataset=self.dataset, **figures)
+
+
+class Claim(dict):
+    """A recorded claim (a dict: ``id``, ``statement``, ``value``, ``bound``, ``op``,
+    ``holds``). Its line was printed when it was recorded, so a notebook cell that ends
+    with ``lesson.claim(...)`` does not show the dict again.
+
+    >>> Claim({"id": "x", "holds": True})["holds"]
+    True
+    """
+
+    def _ipython_display_(self) -> None:  # IPython's display protocol: show nothing more
+        return None
 
 
 def _fmt(value) -> str:
