@@ -63,6 +63,7 @@ __all__ = [
     "auc_drop",
     "calibration_split",
     "evaluate_external",
+    "external_site",
     "fine_tune",
     "histogram_match",
     "home_vs_away",
@@ -395,6 +396,43 @@ def resolve_external_site(size: int = 28, *, offline: bool | None = None,
     if dev is not None and dev.is_file():
         return dev, f"{why}; using the NIH dev file {dev}"
     return None, f"{why}, and no NIH dev file: using the synthetic sites"
+
+
+
+def external_site(run, *, per_class: int = 500, offline: bool | None = None,
+                  progress: bool = True, seed: int = 0) -> tuple[ImageSet | None, str]:
+    """The real second site for the lessons, brought to the Run's input: ``(images, why)``.
+
+    Where :func:`resolve_external_site` finds one (ChestMNIST, else the NIH dev file), at
+    most ``per_class`` images of each class are kept (drawn once with ``seed``: ChestMNIST's
+    test split holds about 40 normal films per pneumonia, and a local sample of 100 would
+    hold two pneumonias); ``why`` says which site was used, with the NIH caveats. Where
+    none can be had, ``(None, why)``: the lesson uses the synthetic sites and says so.
+
+    >>> class R: checkpoint = {"image_size": 28, "in_channels": 1}
+    >>> images, why = external_site(R(), offline=True)
+    >>> images is None or len(np.unique(images.labels)) == 2
+    True
+    """
+    size = int(run.checkpoint["image_size"])
+    path, why = resolve_external_site(size, offline=offline, progress=progress)
+    if path is None:
+        return None, why
+    ext = load_external(path)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in (0, 1):
+        idx = np.flatnonzero(ext.images.labels == c)
+        keep.append(rng.choice(idx, per_class, replace=False) if len(idx) > per_class else idx)
+    notes: list[str] = []
+    images = to_run_input(ext.images.subset(np.sort(np.concatenate(keep))), run, notes)
+    counts = np.bincount(images.labels, minlength=2)
+    if images.patient_ids is not None:
+        who = f" from {len(np.unique(images.patient_ids))} patients"
+    else:
+        who, notes = "", [*notes, CHESTMNIST_CAVEAT]
+    why = f"{why}: {counts[1]} pneumonia and {counts[0]} normal films{who}"
+    return images, "; ".join([why, *notes, *NIH_CAVEATS])
 
 
 # --------------------------------------------------------------------------- judging
