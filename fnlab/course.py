@@ -40,6 +40,7 @@ from fnlab.config import (
     STATIC_WIDGETS_ENV,
     offline_mode,
 )
+from fnlab.fileio import atomic_write_text, write_json
 from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 from fnlab.recording import RECORD_ENV, claim_problems, format_claim, read_claims, read_record
 
@@ -245,7 +246,7 @@ def format_summary_md(result: CourseResult) -> str:
 
 def write_summary(result: CourseResult) -> None:
     out = result.out_dir
-    (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    write_json(out / "summary.json", result.to_dict(), default=str)
     (out / "summary.md").write_text(format_summary_md(result))
 
 
@@ -388,9 +389,8 @@ def _reader_copy(executed: Path) -> None:
     except (OSError, ValueError):
         return
     if isinstance(nb, dict):
-        tmp = executed.with_name(executed.name + ".tmp")
-        tmp.write_text(json.dumps(strip_exercises(nb), indent=1, ensure_ascii=False) + "\n")
-        tmp.replace(executed)
+        atomic_write_text(executed, json.dumps(strip_exercises(nb), indent=1,
+                                               ensure_ascii=False) + "\n")
 
 
 def _run_notebooks(result, paths, params, pm, tqdm, progress, kernel_name, cell_timeout):

@@ -41,8 +41,8 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -60,6 +60,7 @@ from pathlib import Path
 from fnlab import autograde
 from fnlab import sandbox as sb
 from fnlab.config import PROJECT_ROOT, data_dir
+from fnlab.fileio import atomic_write_text
 from fnlab.sandbox import SandboxUnavailable
 
 #: CSV columns written by :func:`write_grades_csv`.
@@ -789,17 +790,10 @@ def write_grades_csv(results: list[GradeResult], path: str | Path) -> Path:
     """Write ``submission, notebook, question, score, max_score, note`` rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for res in results:
-                writer.writerows(res.rows())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # readers never see half a file
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for res in results:
+        writer.writerows(res.rows())
+    atomic_write_text(path, buffer.getvalue(), mode=0o644, newline="")  # never half a file
     return path

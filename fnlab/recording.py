@@ -30,11 +30,12 @@ Example
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import os
 from pathlib import Path
+
+from fnlab.fileio import read_json, write_json
 
 RECORD_ENV = "FNLAB_RECORD"
 #: Key under which a record file keeps the list of claims.
@@ -64,9 +65,7 @@ def _plain(value):
 
 
 def _write(target: Path, current: dict) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-    tmp.replace(target)
+    write_json(target, current, sort_keys=True)
 
 
 def record(**figures) -> dict:
@@ -159,13 +158,7 @@ def claim_problems(claims: list[dict] | None) -> list[str]:
 
 
 def _read(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(path, {})
 
 
 def read_record(path: str | Path) -> dict:

@@ -90,6 +90,7 @@ import torch
 from fnlab import __version__
 from fnlab.config import runs_dir, seed_everything
 from fnlab.data.imageset import ImageSet
+from fnlab.fileio import atomic_write_text, write_json
 from fnlab.predictions import Predictions
 
 __all__ = [
@@ -156,9 +157,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")  # hidden: never taken for a Run file
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, _jsonable(data), allow_nan=False)  # hidden temp file: never a Run file
 
 
 def _jsonable(value: Any) -> Any:
@@ -1284,8 +1283,6 @@ def add_document(run_path: str | Path, name: str, text: str) -> Path:
     with _cache_lock(path.parent, path.name):
         Run.load(path)  # verified before anything is signed
         target = path / name
-        tmp = path / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        atomic_write_text(target, text)
         sign_run(path)
     return target

@@ -78,6 +78,7 @@ from fnlab.course import (
     notebooks_dir,
     select_notebooks,
 )
+from fnlab.fileio import atomic_write_text, read_json, write_json
 from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 
 SWEEP_JSON, SWEEP_MD, SWEEP_PNG = "sweep.json", "sweep.md", "sweep.png"
@@ -155,21 +156,6 @@ def make_grid(seeds, datasets, profiles) -> list[Cell]:
 
 
 # --------------------------------------------------------------------------- files
-def _write_json(path: Path, data) -> None:
-    """Write JSON atomically (a reader sees the old file or the new one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -179,7 +165,7 @@ def read_attempts(cell_dir: str | Path) -> list[dict]:
     found = []
     for path in Path(cell_dir).glob("attempt-*.json"):
         m = re.fullmatch(r"attempt-(\d+)\.json", path.name)
-        info = _read_json(path) if m else None
+        info = read_json(path) if m else None
         if info is not None:
             info.pop("spec", None)
             info["attempt"] = int(m.group(1))
@@ -282,7 +268,7 @@ def run_cell(spec: dict) -> dict:
                           cell_dir / f"attempt-{n}")
     data_dir, data_note = _choose_data_dir(spec, cell_dir)
     info.update(run_dir=str(run_dir), data_dir=str(data_dir), data_note=data_note)
-    _write_json(meta, info)  # before the cell process reads it
+    write_json(meta, info, default=str)  # before the cell process reads it
     env = {k: v for k, v in os.environ.items() if k != "FNLAB_RECORD"}
     env["FNLAB_DATA_DIR"] = str(data_dir)
     env.setdefault("MPLBACKEND", "Agg")
@@ -296,7 +282,7 @@ def run_cell(spec: dict) -> dict:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=str(cell_dir), start_new_session=True)
         info["cell_pid"] = proc.pid
-        _write_json(meta, info)
+        write_json(meta, info, default=str)
         deadline = None if not spec.get("timeout") else time.monotonic() + spec["timeout"]
         stopped = None
         try:
@@ -319,7 +305,7 @@ def run_cell(spec: dict) -> dict:
                     pass
                 proc.wait()
     wall = time.perf_counter() - t0
-    summary = _read_json(run_dir / "summary.json") or {}
+    summary = read_json(run_dir / "summary.json") or {}
     notebooks = summary.get("notebooks") or []
     this_sweep = [a for a in read_attempts(cell_dir) if a.get("sweep") == spec["sweep"]]
     attempts_left = len(this_sweep) < int(spec.get("max_attempts", 1 + DEFAULT_RETRIES))
@@ -340,7 +326,7 @@ def run_cell(spec: dict) -> dict:
     outcome = {"ok": "ok", "failed": "ran; a notebook failed"}.get(status, error)
     info.update(ended=_now(), seconds=round(wall, 2), returncode=proc.returncode,
                 outcome=outcome)
-    _write_json(meta, info)
+    write_json(meta, info, default=str)
     attempts = read_attempts(cell_dir)
     result = {
         "id": spec["id"], "dataset": spec["dataset"], "profile": spec["profile"],
@@ -355,7 +341,7 @@ def run_cell(spec: dict) -> dict:
     if status == "error":
         result["log_tail"] = _tail(log)
     if status != "retry":
-        _write_json(cell_dir / CELL_JSON, result)
+        write_json(cell_dir / CELL_JSON, result, default=str)
     return result
 
 
@@ -605,15 +591,13 @@ def write_report(result: SweepResult, figure: bool = True) -> None:
         png = out / SWEEP_PNG
         if plot_headline(result, png) is None:
             png.unlink(missing_ok=True)
-    _write_json(out / SWEEP_JSON, result.to_dict())
-    tmp = out / f".{SWEEP_MD}.tmp"
-    tmp.write_text(format_sweep_md(result))
-    os.replace(tmp, out / SWEEP_MD)
+    write_json(out / SWEEP_JSON, result.to_dict(), default=str)
+    atomic_write_text(out / SWEEP_MD, format_sweep_md(result))
 
 
 def _finished(cell_dir: Path, spec: dict) -> dict | None:
     """The cell's ``cell.json`` when ``resume`` may reuse it: every notebook ran, same spec."""
-    done = _read_json(cell_dir / CELL_JSON)
+    done = read_json(cell_dir / CELL_JSON)
     if not done or done.get("status") != "ok":
         return None
     if any(done.get("spec", {}).get(k) != spec.get(k) for k in SPEC_KEYS):

@@ -7,7 +7,6 @@ writes the reliability figure beside ``--out``. It never writes into the Run's f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fnlab.cli import UsageError
@@ -167,13 +166,14 @@ def run_external(args) -> int:
     for line in lines:
         print(line)
     if out is not None:
+        from fnlab.fileio import atomic_write_text, write_json
         from fnlab.metrics import to_jsonable
 
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".json":
-            out.write_text(json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n")
+            write_json(out, to_jsonable(report), allow_nan=False)
         else:
-            out.write_text("# External validation\n\n```\n" + "\n".join(lines) + "\n```\n")
+            atomic_write_text(out, "# External validation\n\n```\n" + "\n".join(lines) + "\n```\n")
         figure = out.with_suffix(".reliability.png")
         _reliability_figure(run.test, preds, figure)
         print(f"wrote {out} and {figure}")
