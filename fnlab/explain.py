@@ -64,6 +64,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fnlab.models import pixels_to_float
+
 __all__ = [
     "BASELINES",
     "METHODS",
@@ -134,16 +136,8 @@ def as_batch(images, device=None) -> torch.Tensor:
     """
     if hasattr(images, "images") and hasattr(images, "labels"):  # an ImageSet
         images = images.images
-    if isinstance(images, np.ndarray):
-        if images.dtype == np.uint8:
-            x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-        elif np.issubdtype(images.dtype, np.number) or images.dtype == bool:
-            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        else:
-            raise ValueError(f"images: cannot use a NumPy array of dtype {images.dtype}")
-    elif isinstance(images, torch.Tensor):
-        x = images.detach()
-        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        x = pixels_to_float(images)
     else:
         raise TypeError(f"images must be an ImageSet, a NumPy array or a torch tensor, "
                         f"got {type(images).__name__}")

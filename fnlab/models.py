@@ -59,6 +59,7 @@ __all__ = [
     "count_parameters",
     "create",
     "meta_model",
+    "pixels_to_float",
     "predict_scores",
     "pretrained_weights_path",
     "target_layer",
@@ -608,6 +609,25 @@ def target_layer(model: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- inference
+def pixels_to_float(images) -> torch.Tensor:
+    """Images as a float32 tensor in the model's input units: uint8 grey levels are divided
+    by 255 (0-255 -> 0-1); other numbers are taken as already in those units. Accepts a
+    NumPy array or a tensor of any shape; the one conversion every inference path uses.
+
+    >>> pixels_to_float(np.array([[0, 255]], np.uint8)).tolist()
+    [[0.0, 1.0]]
+    >>> pixels_to_float(torch.tensor([0.5])).dtype
+    torch.float32
+    """
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 and not (np.issubdtype(images.dtype, np.number)
+                                             or images.dtype == bool):
+            raise ValueError(f"images: cannot use a NumPy array of dtype {images.dtype}")
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    x = images.detach()
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Probabilities from logits: sigmoid of ``(N,)`` logits, softmax of ``(N, K)`` logits."""
     if logits.ndim == 1:

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from fnlab.config import resolve_device, seed_everything
 from fnlab.data.imageset import ImageSet
+from fnlab.models import pixels_to_float
 from fnlab.predictions import Predictions
 from fnlab.recipe import (  # re-exported: fnlab.train.TrainConfig is the same class
     RECIPE_28PX,
@@ -167,10 +168,8 @@ def _per_image_transform(preset: str, image_size: int):
 
 # --------------------------------------------------------------------------- data helpers
 def _as_float(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    return x.float().div_(255.0)
+    x = pixels_to_float(images)
+    return x.unsqueeze(1) if x.ndim == 3 else x
 
 
 def normalization_stats(imageset: ImageSet) -> dict:
