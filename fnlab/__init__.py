@@ -13,6 +13,6 @@ Example
 True
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__"]

@@ -89,10 +89,8 @@ def select_notebooks(names: list[str] | None, folder: Path | None = None) -> lis
 
 def known_datasets() -> list[str]:
     """Dataset names a notebook's ``dataset`` parameter accepts."""
-    try:
-        from fnlab.data.registry import DATASETS
-    except ImportError:  # data layer not built yet
-        return ["auto", "synthetic"]
+    from fnlab.data.registry import DATASETS  # here, not at the top: `fnlab --help` stays fast
+
     return ["auto", *DATASETS]
 
 

@@ -55,11 +55,6 @@ def available_losses() -> list[str]:
     return list(_LOSSES)
 
 
-def describe_losses() -> dict[str, str]:
-    """One line per loss name."""
-    return dict(_LOSSES)
-
-
 def class_weights_from_labels(labels, num_classes: int | None = None) -> np.ndarray:
     """Balanced class weights ``w_c = n / (K * n_c)`` (scikit-learn's "balanced" rule).
 

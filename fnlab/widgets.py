@@ -44,7 +44,7 @@ from fnlab.plots import threshold_panel
 from fnlab.predictions import Predictions
 from fnlab.thresholds import min_cost_threshold
 
-__all__ = ["ThresholdExplorer", "threshold_explorer", "threshold_state", "readout_html",
+__all__ = ["ThresholdExplorer", "threshold_state", "readout_html",
            "min_cost_state", "static_widgets", "STATIC_ENV"]
 
 STATIC_ENV = STATIC_WIDGETS_ENV
@@ -181,8 +181,3 @@ class ThresholdExplorer:
                                        images=self.images, masks=self.masks)
             display(self.fig)
             plt.close(self.fig)
-
-
-def threshold_explorer(preds: Predictions, **kwargs) -> ThresholdExplorer:
-    """Build a :class:`ThresholdExplorer` (display it as a cell's last value)."""
-    return ThresholdExplorer(preds, **kwargs)

@@ -193,7 +193,8 @@ def test_local_recalibration_reports_held_back_figures_and_conformal():
     assert r["conformal"]["feasible"] and 0 <= r["conformal"]["sensitivity"] <= 1
     lo, hi = r["local_threshold"]["specificity_ci"]
     assert lo <= r["local_threshold"]["specificity"] <= hi
-    assert r["platt"]["ece_after"] >= 0
+    # the scores are over-spread (0.4 * y + noise); Platt fitted on the local part calibrates them
+    assert r["platt"]["ece_after"] < 0.6 * r["platt"]["ece_before"]
     small = local_recalibration(p, 25, target_recall=0.98)
     assert not small["conformal"]["feasible"] and "too few" in small["conformal"]["why"]
 

@@ -60,7 +60,6 @@ from fnlab.data.imageset import BINARY_CLASSES, ImageSet
 ZENODO_RECORD = "10519652"
 SPLITS = ("train", "val", "test")
 LICENCE = "CC BY 4.0"
-HOMEPAGE = "https://medmnist.com/"
 CITATION = (
     "Yang J, Shi R, Wei D, Liu Z, Zhao L, Ke B, Pfister H, Ni B. MedMNIST v2 - A large-scale "
     "lightweight benchmark for 2D and 3D biomedical image classification. Scientific Data "
