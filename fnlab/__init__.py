@@ -1,10 +1,10 @@
 """fnlab: false-negative-aware deep learning for pneumonia detection, as a course kit.
 
-The package is layered (lower layers never import higher ones)::
+The package is layered: a module imports only from its own layer and the layers below it
+(docs/ARCHITECTURE.md draws them; tests/test_layers.py checks every import)::
 
-    config -> data -> predictions -> metrics/thresholds/ensemble
-           -> models/losses -> train -> runs -> explain/robustness
-           -> plots -> widgets -> report -> course/classroom -> cli
+    base -> data -> measuring -> figures -> models -> training -> run store
+         -> analyses -> lesson face (fnlab.lab) -> course machinery -> command line
 
 Example
 -------

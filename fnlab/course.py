@@ -31,7 +31,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fnlab import __version__
-from fnlab.book import strip_exercises
 from fnlab.config import (
     AUTO_REASON_ENV,
     OFFLINE_ENV,
@@ -40,6 +39,7 @@ from fnlab.config import (
     STATIC_WIDGETS_ENV,
     offline_mode,
 )
+from fnlab.exercises import strip_exercises
 from fnlab.fileio import atomic_write_text, write_json
 from fnlab.profiles import DEFAULT_PROFILE, PROFILES
 from fnlab.recording import RECORD_ENV, claim_problems, format_claim, read_claims, read_record

@@ -89,6 +89,12 @@ def _pickle_refusal(exc: BaseException) -> str | None:
             "retrain the run with fnlab train or restore the checkpoint.pt that fnlab wrote")
 
 
+def data_error(command: str, exc: BaseException) -> int:
+    """Print ``exc`` as ``fnlab COMMAND: error: ...`` (one line) and return exit code 1."""
+    print(f"fnlab {command}: error: {error_line(exc)}", file=sys.stderr)
+    return 1
+
+
 def error_line(exc: BaseException) -> str:
     """One line for an exception: what the CLI prints after ``error:``.
 

@@ -24,7 +24,7 @@ images choose a threshold for the Run's target recall and the rest judge it
 
 from __future__ import annotations
 
-from fnlab.cli import UsageError
+from fnlab.cli import UsageError, data_error
 from fnlab.cli.validate import positive_float
 
 
@@ -85,19 +85,6 @@ def rule_from_args(args) -> tuple[str, float | None]:
                           else args.target_recall)
 
 
-def _fail(exc: BaseException) -> int:
-    """Print ``exc`` as the one error line of the command; exit code 1 (a data error)."""
-    import sys
-
-    try:  # the command line's shared formatting, where it exists
-        from fnlab.cli import error_line
-    except ImportError:  # pragma: no cover
-        def error_line(e):
-            return " ".join(str(e).split())
-    print(f"fnlab evaluate: error: {error_line(exc)}", file=sys.stderr)
-    return 1
-
-
 def _resign(args) -> int:
     from fnlab.runs import RunError, sign_run
 
@@ -112,7 +99,7 @@ def _resign(args) -> int:
     try:
         signed = sign_run(args.run_dir)
     except (RunError, OSError) as exc:
-        return _fail(exc)
+        return data_error("evaluate", exc)
     if not signed["previous"]:
         changed = " (it had no manifest of the current format)"
     elif signed["changed"]:
@@ -144,7 +131,7 @@ def _evaluate(args) -> int:
         run = Run.load(args.run_dir)
         metrics = run.evaluate(rule, value, write=True, ci=not args.no_ci)
     except (ValueError, OSError) as exc:  # RunError is a ValueError
-        return _fail(exc)
+        return data_error("evaluate", exc)
     for line in summary_lines(metrics):
         print(line)
     print(f"wrote {run.path / 'metrics.json'} and {run.path / 'checkpoint.pt'}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fnlab.cli import UsageError
+from fnlab.cli import UsageError, data_error
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -114,7 +114,6 @@ def run_external(args) -> int:
     """The ``--data`` branch of ``fnlab evaluate``."""
     import warnings
 
-    from fnlab.cli.evaluate import _fail
     from fnlab.external import (
         CURVE_SIZES,
         ExternalDataError,
@@ -161,7 +160,7 @@ def run_external(args) -> int:
     except UsageError:
         raise
     except (ValueError, OSError) as exc:  # ExternalDataError, RunError, NpzFormatError
-        return _fail(exc)
+        return data_error("evaluate", exc)
     lines = report_lines(report)
     for line in lines:
         print(line)
