@@ -159,7 +159,7 @@ def as_batch(images, device=None) -> torch.Tensor:
     return x.to(device) if device is not None else x
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
     for t in model.buffers():
@@ -193,7 +193,7 @@ class _ClassLogits(nn.Module):
             std = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
             if torch.any(std <= 0):
                 raise ValueError(f"normalize: std must be > 0, got {std.flatten().tolist()}")
-            dev = _model_device(model)
+            dev = model_device(model)
             self.register_buffer("mean", mean.to(dev))
             self.register_buffer("std", std.to(dev))
         else:
@@ -286,7 +286,7 @@ def _resolve_layer(original: nn.Module, wrapper: _ClassLogits, layer) -> nn.Modu
     raise TypeError(f"layer must be None, a module name or a module, got {type(layer).__name__}")
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     from torchvision.transforms.v2 import functional as TF
 
     size = min(x.shape[-2:])
@@ -317,7 +317,7 @@ def make_baseline(images, kind="black", blur_sigma: float | None = None) -> torc
             sigma = blur_sigma if blur_sigma is not None else x.shape[-1] / 8.0
             if sigma <= 0:
                 raise ValueError(f"blur_sigma must be > 0, got {sigma}")
-            return _blur(x, sigma)
+            return gaussian_blur(x, sigma)
         if kind == "mean":
             return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).clone()
         raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}, "
@@ -450,7 +450,7 @@ def _run(model: nn.Module, wrapper: _ClassLogits, x: torch.Tensor, method: str, 
         target = torch.as_tensor(np.asarray(target)).reshape(-1)
         if len(target) != n:
             raise ValueError(f"target: {len(target)} values for {n} images")
-    device = _model_device(wrapper)
+    device = model_device(wrapper)
     batch_size = max(1, int(batch_size))
     starts = range(0, n, batch_size)
     if progress and n > batch_size:
@@ -575,7 +575,7 @@ def completeness_gap(model: nn.Module, images, attributions, baseline="black", t
     """
     x = as_batch(images)
     wrapper = prepare_model(model, normalize)
-    device = _model_device(wrapper)
+    device = model_device(wrapper)
     x = x.to(device)
     base = make_baseline(x, baseline, blur_sigma)
     with torch.no_grad():

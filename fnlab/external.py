@@ -157,7 +157,7 @@ def _load_folder(root: Path, size: int | None, strict: bool, progress: bool) -> 
     from fnlab.data.dicom import is_dicom_file
     from fnlab.data.folders import (
         KERMANY_FOLDERS,
-        _files_under,
+        files_under,
         find_kermany_root,
         parse_kermany_name,
         scan_kermany,
@@ -174,7 +174,7 @@ def _load_folder(root: Path, size: int | None, strict: bool, progress: bool) -> 
                 raise ExternalDataError(
                     f"{root}: no {name}/ folder (found {classes[1 - label].name}/ only); an "
                     "external validation needs both NORMAL/ and PNEUMONIA/")
-            for f in _files_under(classes[label]):
+            for f in files_under(classes[label]):
                 if is_image_file(f) or is_dicom_file(f):
                     entries.append((f, label))
                 else:
@@ -437,9 +437,9 @@ def external_site(run, *, per_class: int = 500, offline: bool | None = None,
 
 # --------------------------------------------------------------------------- judging
 def _auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    from fnlab.metrics import _rank_auc
+    from fnlab.metrics import rank_auc
 
-    return _rank_auc(y, s)
+    return rank_auc(y, s)
 
 
 def auc_drop(home: Predictions, away: Predictions, n_resamples: int = 1000,

@@ -253,7 +253,7 @@ def metrics_at_thresholds(preds: Predictions, thresholds) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- bootstrap
-def _rank_auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+def rank_auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Vectorised ROC AUC (Mann-Whitney U with mid-ranks) along the last axis."""
     ranks = stats.rankdata(s, axis=-1)
     n_pos = y.sum(axis=-1).astype(np.float64)
@@ -267,7 +267,7 @@ def _vectorised_statistic(metric: str, threshold: float):
         y = np.moveaxis(np.asarray(y), axis, -1)
         s = np.moveaxis(np.asarray(s), axis, -1)
         if metric == "auc":
-            return _rank_auc(y, s)
+            return rank_auc(y, s)
         pred = s >= threshold
         tp = (pred & (y == 1)).sum(axis=-1)
         fp = (pred & (y == 0)).sum(axis=-1)

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 
 from fnlab.data.imageset import ImageSet
 from fnlab.data.synthetic import SITE_NAMES, generate
-from fnlab.explain import _blur, _model_device, as_batch
+from fnlab.explain import as_batch, gaussian_blur, model_device
 from fnlab.metrics import binary_metrics
 from fnlab.predictions import Predictions, check_threshold
 
@@ -175,7 +175,7 @@ def _shift_tensor(x: torch.Tensor, kind: str, value: float, seed: int) -> torch.
         gen = torch.Generator().manual_seed(int(seed))
         out = x + value * torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
     elif kind == "blur":
-        out = x if value <= 0 else _blur(x, value * x.shape[-1] / 28.0)
+        out = x if value <= 0 else gaussian_blur(x, value * x.shape[-1] / 28.0)
     elif kind == "jpeg":
         out = x if value >= 100 else _jpeg(x, int(value))
     else:  # pragma: no cover - checked by shift_parameter
@@ -387,7 +387,7 @@ def _input_grad(model, x, y, loss_fn, normalize) -> torch.Tensor:
 def _prepare(model, x, y):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = _model_device(model)
+    device = model_device(model)
     xb = as_batch(x).to(device)
     return xb, _labels(y, len(xb), device), device
 
@@ -492,7 +492,7 @@ def adversarial_sweep(model: nn.Module, imageset: ImageSet, epsilons: Sequence[f
     x_all = as_batch(imageset.images)
     y_all = torch.from_numpy(imageset.labels)
     positive = imageset.labels != 0
-    device = _model_device(model)
+    device = model_device(model)
     clean = np.concatenate([
         _scores(model, x_all[s:s + batch_size].to(device), normalize).cpu().numpy()
         for s in range(0, len(x_all), batch_size)])
@@ -543,7 +543,7 @@ def minimal_flip_eps(model: nn.Module, x, threshold: float = 0.5, attack: str = 
     threshold = check_threshold(threshold)
     if not 0 < eps_max <= 1:
         raise ValueError(f"eps_max must be in (0, 1], got {eps_max}")
-    device = _model_device(model)
+    device = model_device(model)
     xb = as_batch(x).to(device)
     n = len(xb)
     s0 = _scores(model, xb, normalize)
@@ -670,7 +670,7 @@ def adversarial_train(model: nn.Module, train_set: ImageSet, epochs: int = 2, ep
             x = as_batch(train_set.images)
             model.set_normalization(x.mean(dim=(0, 2, 3)).tolist(),
                                     x.std(dim=(0, 2, 3), unbiased=False).clamp_min(1e-3).tolist())
-    device = _model_device(model)
+    device = model_device(model)
     x_all = as_batch(train_set.images)
     y_all = torch.from_numpy(train_set.labels)
     gen = torch.Generator().manual_seed(int(seed))

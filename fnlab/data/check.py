@@ -169,7 +169,7 @@ def _check_npz(path: Path, report: CheckReport) -> None:
             report.notes.append(f"md5 {digest} (no official file has this image size)")
 
 
-def _detect_layout(root: Path):
+def detect_layout(root: Path):
     from fnlab.data.dicom import DICOM_EXTENSIONS
     from fnlab.data.folders import find_covid_root, find_kermany_root
 
@@ -188,13 +188,13 @@ def _check_tree(root: Path, report: CheckReport, progress: bool, workers) -> Non
     from fnlab.config import progress_bar as tqdm
     from fnlab.data.folders import (
         DatasetLayoutError,
-        _default_workers,
         parse_kermany_name,
+        reader_workers,
         scan_covid,
         scan_kermany,
     )
 
-    layout = _detect_layout(root)
+    layout = detect_layout(root)
     if layout is None:
         report.problems.append(
             f"{root}: unrecognised layout; expected chest_xray/{{train,val,test}}/"
@@ -243,7 +243,7 @@ def _check_tree(root: Path, report: CheckReport, progress: bool, workers) -> Non
             return img.shape, mode, None
 
     paths = [e.path for e in scan.entries]
-    with ThreadPoolExecutor(max_workers=workers or _default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or reader_workers()) as pool:
         results = list(tqdm(pool.map(work, paths), total=len(paths), desc="checking",
                             disable=not progress, leave=False))
     modes: Counter = Counter()

@@ -42,11 +42,11 @@ from fnlab.data.folders import (
     Entry,
     SkippedFilesWarning,
     TreeScan,
-    _base_meta,
-    _check_on_error,
-    _files_under,
-    _visible_children,
-    _warn_skipped,
+    base_meta,
+    check_on_error,
+    files_under,
+    visible_children,
+    warn_skipped,
 )
 from fnlab.data.imageio import MAX_PIXELS, ImageReadError, to_grayscale, too_many_pixels
 from fnlab.data.imageset import ImageSet
@@ -335,7 +335,7 @@ def scan_dicom(root, class_names=None, labels_csv=None) -> TreeScan:
         raise DatasetLayoutError(root, [(str(root), "folder not found")])
     if labels_csv is not None:
         return _scan_csv(root, Path(labels_csv), class_names)
-    kids = list(_visible_children(root))
+    kids = list(visible_children(root))
     dirs = [k for k in kids if k.is_dir()]
     scan = TreeScan(root, "dicom", ())
     if class_names is None:
@@ -357,11 +357,11 @@ def scan_dicom(root, class_names=None, labels_csv=None) -> TreeScan:
         if label is None:
             reason = f"unknown class folder {k.name!r} (expected {', '.join(names)})"
             scan.problems.append((str(k), reason))
-            for f in _files_under(k):
+            for f in files_under(k):
                 scan.skipped_files[str(f)] = reason
             continue
         n_before = len(scan.entries)
-        for f in _files_under(k):
+        for f in files_under(k):
             if is_dicom_file(f):
                 scan.entries.append(Entry(f, label, None, k.name))
             else:
@@ -432,7 +432,7 @@ def load_dicom_folder(root, labels_csv=None, size: int = 224, method: str = "cro
     ...     print(str(err).splitlines()[1].strip())
     /nonexistent: folder not found
     """
-    _check_on_error(on_error)
+    check_on_error(on_error)
     if method not in SQUARE_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, SQUARE_METHODS))}, "
                          f"got {method!r}")
@@ -465,13 +465,13 @@ def load_dicom_folder(root, labels_csv=None, size: int = 224, method: str = "cro
         patients.append(str(pid))
         rel.append(str(e.path.relative_to(scan.root)))
     if skipped or scan.problems:
-        _warn_skipped(scan.root, skipped, scan.problems)
+        warn_skipped(scan.root, skipped, scan.problems)
     if size is None and len({im.shape for im in images}) > 1:
         raise ValueError(f"{scan.root}: DICOM images of mixed sizes; pass size=N")
     side = int(size) if size else (images[0].shape[0] if images else 0)
     stack = np.stack(images) if images else np.zeros((0, side, side), np.uint8)
     pids = np.array(patients) if patients and all(patients) else None
-    meta = _base_meta(scan, skipped) | {"path": np.array(rel, dtype=str)}
+    meta = base_meta(scan, skipped) | {"path": np.array(rel, dtype=str)}
     if not images:
         warnings.warn(f"{scan.root}: no readable DICOM images", SkippedFilesWarning,
                       stacklevel=2)

@@ -131,7 +131,7 @@ class TreeScan:
     splits: tuple[str, ...] = ()
 
 
-def _visible_children(folder: Path):
+def visible_children(folder: Path):
     try:
         children = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as exc:
@@ -142,7 +142,7 @@ def _visible_children(folder: Path):
         yield child
 
 
-def _files_under(folder: Path, skip_dirs=()) -> list[Path]:
+def files_under(folder: Path, skip_dirs=()) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(
@@ -169,7 +169,7 @@ def _add_class_files(scan: TreeScan, files: list[Path], label: int, split, folde
 
 def _reject_folder(scan: TreeScan, folder: Path, reason: str):
     scan.problems.append((str(folder), reason))
-    for f in _files_under(folder):
+    for f in files_under(folder):
         scan.skipped_files[str(f)] = reason
 
 
@@ -185,7 +185,7 @@ def find_kermany_root(root) -> Path | None:
         for folder in frontier:
             if not folder.is_dir():
                 continue
-            kids = list(_visible_children(folder))
+            kids = list(visible_children(folder))
             names = {k.name.lower() for k in kids if k.is_dir()}
             if names & set(KERMANY_SPLITS):
                 return folder
@@ -208,7 +208,7 @@ def scan_kermany(root, require_splits=KERMANY_SPLITS) -> TreeScan:
         )])
     scan = TreeScan(base, "kermany", BINARY_CLASSES)
     split_dirs = {}
-    for child in _visible_children(base):
+    for child in visible_children(base):
         if child.is_dir() and child.name.lower() in KERMANY_SPLITS:
             split_dirs[child.name.lower()] = child
         elif child.is_dir():
@@ -221,14 +221,14 @@ def scan_kermany(root, require_splits=KERMANY_SPLITS) -> TreeScan:
             scan.problems.append((str(base / split), f"missing split folder {split!r}"))
     for split, folder in split_dirs.items():
         n_before = len(scan.entries)
-        for child in _visible_children(folder):
+        for child in visible_children(folder):
             if child.is_dir():
                 label = KERMANY_FOLDERS.get(child.name.upper())
                 if label is None:
                     _reject_folder(scan, child, f"unknown class folder {child.name!r} "
                                    f"(expected {', '.join(KERMANY_FOLDERS)})")
                 else:
-                    _add_class_files(scan, _files_under(child), label, split, child.name)
+                    _add_class_files(scan, files_under(child), label, split, child.name)
             else:
                 reason = "file outside a class folder (expected NORMAL/ or PNEUMONIA/)"
                 scan.problems.append((str(child), reason))
@@ -246,7 +246,7 @@ def find_covid_root(root) -> Path | None:
         for folder in frontier:
             if not folder.is_dir():
                 continue
-            kids = [k for k in _visible_children(folder) if k.is_dir()]
+            kids = [k for k in visible_children(folder) if k.is_dir()]
             if any(_covid_label(k.name) is not None for k in kids):
                 return folder
             nxt.extend(kids)
@@ -273,7 +273,7 @@ def scan_covid(root) -> TreeScan:
         )])
     scan = TreeScan(base, "covid", FOUR_CLASSES)
     seen = set()
-    for child in _visible_children(base):
+    for child in visible_children(base):
         if not child.is_dir():
             scan.notes.append(f"ignored file {child.name} (metadata or documentation)")
             continue
@@ -283,13 +283,13 @@ def scan_covid(root) -> TreeScan:
                            f"(expected {', '.join(COVID_FOLDERS)})")
             continue
         seen.add(label)
-        sub = {k.name.lower(): k for k in _visible_children(child) if k.is_dir()}
+        sub = {k.name.lower(): k for k in visible_children(child) if k.is_dir()}
         if "images" in sub:
-            files = _files_under(sub["images"])
-            loose = [f for f in _visible_children(child) if f.is_file()]
+            files = files_under(sub["images"])
+            loose = [f for f in visible_children(child) if f.is_file()]
             scan.notes.extend(f"ignored file {f} (beside images/)" for f in loose)
         else:
-            files = _files_under(child, skip_dirs={"masks"})
+            files = files_under(child, skip_dirs={"masks"})
         n_before = len(scan.entries)
         _add_class_files(scan, files, label, None, child.name)
         if len(scan.entries) == n_before:
@@ -302,13 +302,13 @@ def scan_covid(root) -> TreeScan:
 
 
 # --------------------------------------------------------------------------- reading
-def _check_on_error(on_error: str) -> None:
+def check_on_error(on_error: str) -> None:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, "
                          f"got {on_error!r}")
 
 
-def _default_workers() -> int:
+def reader_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -325,7 +325,7 @@ def read_images(paths, size: int | None, method: str = "crop", on_error: str = "
     from fnlab.config import progress_bar as tqdm
     from fnlab.data.imageio import MAX_PIXELS
 
-    _check_on_error(on_error)
+    check_on_error(on_error)
     if method not in SQUARE_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, SQUARE_METHODS))}, "
                          f"got {method!r}")
@@ -340,7 +340,7 @@ def read_images(paths, size: int | None, method: str = "crop", on_error: str = "
         return (img if size is None else to_square(img, size, method)), None
 
     results = []
-    pool = ThreadPoolExecutor(max_workers=workers or _default_workers())
+    pool = ThreadPoolExecutor(max_workers=workers or reader_workers())
     try:
         for path, (img, reason) in tqdm(zip(paths, pool.map(work, paths)), total=len(paths),
                                         desc=desc, disable=not progress, leave=False):
@@ -379,7 +379,7 @@ def _handle_scan(scan: TreeScan, on_error: str) -> None:
         )
 
 
-def _warn_skipped(root, skipped: dict[str, str], problems) -> None:
+def warn_skipped(root, skipped: dict[str, str], problems) -> None:
     extra = [f"{p} ({r})" for p, r in problems if p not in skipped and r.startswith(("empty", "missing"))]
     if not skipped and not extra:
         return
@@ -443,7 +443,7 @@ def _kfold_assign(labels, k: int, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- loaders
-def _base_meta(scan: TreeScan, skipped: dict[str, str]) -> dict:
+def base_meta(scan: TreeScan, skipped: dict[str, str]) -> dict:
     return {"skipped": len(skipped), "skipped_files": dict(skipped),
             "layout": scan.layout, "root": str(scan.root)}
 
@@ -478,7 +478,7 @@ def load_kermany(root, size: int = 224, method: str = "crop", on_error: str = "r
     /nonexistent: 1 problem(s):
       /nonexistent: folder not found
     """
-    _check_on_error(on_error)
+    check_on_error(on_error)
     if resplit not in (False, True, "all", "trainval"):
         raise ValueError(f"resplit must be False, True, 'all' or 'trainval', got {resplit!r}")
     mode = "all" if resplit is True else resplit
@@ -529,12 +529,12 @@ def load_kermany(root, size: int = 224, method: str = "crop", on_error: str = "r
         assign[pool[val_mask]] = "val"
 
     if skipped or any(r.startswith(("empty", "missing")) for _, r in scan.problems):
-        _warn_skipped(scan.root, skipped, scan.problems)
+        warn_skipped(scan.root, skipped, scan.problems)
     out = {}
     split_names = KERMANY_SPLITS if mode else scan.splits or KERMANY_SPLITS
     for split in split_names:
         idx = np.flatnonzero(assign == split)
-        meta = _base_meta(scan, skipped) | notes | {
+        meta = base_meta(scan, skipped) | notes | {
             "path": rel[idx], "subtype": subtypes[idx], "original_split": orig[idx],
             "resplit": mode or False, "seed": seed,
         }
@@ -569,7 +569,7 @@ def load_covid_radiography(root, size: int = 224, method: str = "crop",
     /nonexistent: 1 problem(s):
       /nonexistent: folder not found
     """
-    _check_on_error(on_error)
+    check_on_error(on_error)
     k = 5 if folds is None else int(folds)
     if k < 3:
         raise ValueError(f"folds must be at least 3 (test, val and train folds), got {folds}")
@@ -582,7 +582,7 @@ def load_covid_radiography(root, size: int = 224, method: str = "crop",
                                   desc=f"reading {scan.root.name}")
     skipped = {**scan.skipped_files, **bad}
     if skipped or scan.problems:
-        _warn_skipped(scan.root, skipped, scan.problems)
+        warn_skipped(scan.root, skipped, scan.problems)
     entries = [e for e, good in zip(scan.entries, ok) if good]
     if not entries:
         raise DatasetLayoutError(scan.root, [(str(scan.root), "no readable images")])
@@ -594,7 +594,7 @@ def load_covid_radiography(root, size: int = 224, method: str = "crop",
     for split, mask in (("train", (fold_of != test_f) & (fold_of != val_f)),
                         ("val", fold_of == val_f), ("test", fold_of == test_f)):
         idx = np.flatnonzero(mask)
-        meta = _base_meta(scan, skipped) | {
+        meta = base_meta(scan, skipped) | {
             "path": rel[idx], "folds": k, "fold": int(fold), "seed": seed,
         }
         out[split] = ImageSet(images[idx], labels[idx], class_names=FOUR_CLASSES, split=split,

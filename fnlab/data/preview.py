@@ -39,9 +39,9 @@ def _load_any(source, size: int) -> ImageSet:
             warnings.simplefilter("ignore")  # a checksum note is not news here
             sets = load_npz(path, verify="off")
         return sets.get("train") or next(iter(sets.values()))
-    from fnlab.data.check import _detect_layout
+    from fnlab.data.check import detect_layout
 
-    layout = _detect_layout(path)
+    layout = detect_layout(path)
     if layout == "kermany":
         from fnlab.data.folders import load_kermany
 
