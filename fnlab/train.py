@@ -377,6 +377,130 @@ def _train_loss(loss_fn: nn.Module, logits: torch.Tensor, targets: torch.Tensor,
     return loss
 
 
+def _training_batches(train_set: ImageSet, config: TrainConfig, device, gen):
+    """The epoch's batches and the batched augmentation (None for per-image transforms).
+
+    Batched presets (or no augmentation) keep the whole training split as one tensor on
+    the device; other presets go through a DataLoader of per-image torchvision transforms.
+    """
+    weights = _sample_weights(train_set.labels) if config.balanced_sampler else None
+    if config.augment is None or config.augment in BATCH_AUGMENTS:
+        batch_aug = BATCH_AUGMENTS.get(config.augment) if config.augment else None
+        x_train = _as_float(train_set.images).to(device)
+        y_train = torch.from_numpy(train_set.labels).to(device)
+        return _TensorBatches(x_train, y_train, config.batch_size, weights, gen), batch_aug
+    from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+
+    transform = _per_image_transform(config.augment, train_set.image_size)
+    sampler = (WeightedRandomSampler(weights, len(train_set), replacement=True, generator=gen)
+               if weights is not None else RandomSampler(range(len(train_set)), generator=gen))
+    loader = DataLoader(train_set.torch_dataset(transform), batch_size=config.batch_size,
+                        sampler=sampler, num_workers=config.num_workers,
+                        pin_memory=device.type == "cuda")
+    return loader, None
+
+
+@dataclass
+class _Stepper:
+    """One optimisation step and one epoch of them: optimiser, schedule, mixed precision,
+    EMA, mixup and label smoothing, with the random streams that make them repeatable."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    config: TrainConfig
+    device: torch.device
+    gen: torch.Generator
+    batch_aug: Any
+    steps: int
+    binary: bool
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    ema: Any
+    mix_rng: np.random.Generator
+    amp: bool
+
+    @classmethod
+    def build(cls, model, loss_fn, config, device, gen, batch_aug, steps, binary) -> _Stepper:
+        amp = device.type == "cuda"
+        mix_rng = np.random.default_rng(config.seed)  # mixup weights repeat with the seed
+        ema = None
+        if config.ema is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(config.ema)),
+                                use_buffers=True)
+        opt = _make_optimizer(model, config)
+        sched = _make_schedule(opt, config, steps * config.epochs)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        return cls(model, loss_fn, config, device, gen, batch_aug, steps, binary, opt, sched,
+                   scaler, ema, mix_rng, amp)
+
+    def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        lam, partner = 1.0, None
+        if c.mixup > 0:
+            lam = float(self.mix_rng.beta(c.mixup, c.mixup))
+            partner = torch.randperm(len(yb), generator=self.gen).to(self.device)
+            xb = lam * xb + (1.0 - lam) * xb[partner]
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            out = self.model(xb).float()
+            loss = _train_loss(self.loss_fn, out, yb, c.label_smoothing, self.binary)
+            if partner is not None:
+                loss = lam * loss + (1.0 - lam) * _train_loss(
+                    self.loss_fn, out, yb[partner], c.label_smoothing, self.binary)
+        return loss
+
+    def epoch(self, batches, epoch: int) -> tuple[torch.Tensor, int]:
+        """Train one epoch; return the summed training loss and the images seen."""
+        self.model.train()
+        total, seen = torch.zeros((), device=self.device), 0
+        for b, (xb, yb) in enumerate(batches, start=1):
+            if xb.device != self.device:
+                xb = xb.to(self.device, non_blocking=True)
+                yb = yb.to(self.device, non_blocking=True)
+            if self.batch_aug is not None:
+                xb = self.batch_aug(xb, self.gen)
+            loss = self._loss(xb, yb)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss is {loss.item()} at epoch {epoch}, batch {b} of "
+                                    f"{self.steps}; lower the learning rate "
+                                    f"(lr={self.config.lr}) or check the data for NaN pixels")
+            self.opt.zero_grad(set_to_none=True)
+            if self.amp:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
+            if self.sched is not None:
+                self.sched.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            total += loss.detach() * len(yb)
+            seen += len(yb)
+        return total, seen
+
+
+def _validate(judged: nn.Module, x_val, y_val, labels, loss_fn, device, amp: bool) -> dict:
+    """Validation loss, AUC, sensitivity and specificity (threshold 0.5) of ``judged``."""
+    judged.eval()  # dropout off, BatchNorm's running statistics used and left untouched
+    with torch.no_grad():
+        logits = _logits(judged, x_val, 512, device, amp)
+        val_loss = float(loss_fn(logits, y_val.to(device)))
+    auc, sens, spec = _binary_val_figures(labels, _scores(logits).cpu().numpy())
+    return {"val_loss": val_loss, "val_auc": auc, "val_sensitivity": sens,
+            "val_specificity": spec}
+
+
+def _best_state(judged: nn.Module, epoch: int, config: TrainConfig, ema) -> dict | None:
+    """A copy of the best epoch's weights, or None where the current weights will be kept."""
+    if (config.monitor is not None and epoch < config.epochs) or ema is not None:
+        return copy.deepcopy({k: v.detach().clone() for k, v in judged.state_dict().items()})
+    return None
+
+
 def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
         config: TrainConfig | None = None, loss_fn: nn.Module | None = None,
         **overrides: Any) -> TrainResult:
@@ -403,6 +527,7 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
     model's input normalisation is set from the training split. Raises
     :class:`TrainingError` naming the epoch and batch when the loss is NaN or inf.
     """
+    from fnlab.config import progress_bar as tqdm
     from fnlab.losses import create_loss
 
     config = (config or TrainConfig())
@@ -412,143 +537,58 @@ def fit(model: nn.Module, train_set: ImageSet, val_set: ImageSet,
     started = time.perf_counter()
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    amp = device.type == "cuda"
     train_set = _stratified_cap(train_set, config.max_train_images, config.seed)
-    num_classes = train_set.num_classes
-
+    binary = train_set.num_classes == 2
+    if config.label_smoothing and not binary:
+        raise ValueError("label_smoothing is for binary tasks; this data has "
+                         f"{train_set.num_classes} classes")
     stats = normalization_stats(train_set)
     if hasattr(model, "set_normalization"):
         model.set_normalization(stats["mean"], stats["std"])
     model.to(device)
     if loss_fn is None:
-        loss_fn = create_loss(config.loss, num_classes, labels=train_set.labels,
+        loss_fn = create_loss(config.loss, train_set.num_classes, labels=train_set.labels,
                               **config.loss_kwargs)
-    loss_fn = loss_fn.to(device)
-
     gen = torch.Generator().manual_seed(config.seed)
-    weights = _sample_weights(train_set.labels) if config.balanced_sampler else None
-    image_size = train_set.image_size
-    batch_aug = None
-    if config.augment is None or config.augment in BATCH_AUGMENTS:
-        batch_aug = BATCH_AUGMENTS.get(config.augment) if config.augment else None
-        x_train = _as_float(train_set.images).to(device)
-        y_train = torch.from_numpy(train_set.labels).to(device)
-        batches = _TensorBatches(x_train, y_train, config.batch_size, weights, gen)
-    else:  # per-image torchvision transforms through a DataLoader
-        from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
-
-        transform = _per_image_transform(config.augment, image_size)
-        sampler = (WeightedRandomSampler(weights, len(train_set), replacement=True, generator=gen)
-                   if weights is not None else RandomSampler(range(len(train_set)), generator=gen))
-        batches = DataLoader(train_set.torch_dataset(transform), batch_size=config.batch_size,
-                             sampler=sampler, num_workers=config.num_workers,
-                             pin_memory=device.type == "cuda")
-    x_val = _as_float(val_set.images)
-    y_val = torch.from_numpy(val_set.labels)
-
-    steps = len(batches)
-    binary = num_classes == 2
-    if config.label_smoothing and not binary:
-        raise ValueError("label_smoothing is for binary tasks; this data has "
-                         f"{num_classes} classes")
-    mix_rng = np.random.default_rng(config.seed)  # mixup weights repeat with the seed
-    ema = None
-    if config.ema is not None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(config.ema)),
-                            use_buffers=True)
-    opt = _make_optimizer(model, config)
-    sched = _make_schedule(opt, config, steps * config.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    batches, batch_aug = _training_batches(train_set, config, device, gen)
+    step = _Stepper.build(model, loss_fn.to(device), config, device, gen, batch_aug,
+                          len(batches), binary)
+    x_val, y_val = _as_float(val_set.images), torch.from_numpy(val_set.labels)
 
     rows: list[dict] = []
     best_value, best_epoch, best_state = None, 0, None
     stale, stopped_early, train_time, seen = 0, False, 0.0, 0
-    from fnlab.config import progress_bar as tqdm
-
     bar = tqdm(range(1, config.epochs + 1), desc=f"{getattr(model, 'arch', 'model')}",
                unit="epoch", disable=not config.progress, leave=True)
     for epoch in bar:
         t0 = time.perf_counter()
-        model.train()
-        total = torch.zeros((), device=device)
-        for b, (xb, yb) in enumerate(batches, start=1):
-            if xb.device != device:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if batch_aug is not None:
-                xb = batch_aug(xb, gen)
-            lam, partner = 1.0, None
-            if config.mixup > 0:
-                lam = float(mix_rng.beta(config.mixup, config.mixup))
-                partner = torch.randperm(len(yb), generator=gen).to(device)
-                xb = lam * xb + (1.0 - lam) * xb[partner]
-            with torch.autocast(device_type=device.type, enabled=amp):
-                out = model(xb).float()
-                loss = _train_loss(loss_fn, out, yb, config.label_smoothing, binary)
-                if partner is not None:
-                    loss = lam * loss + (1.0 - lam) * _train_loss(
-                        loss_fn, out, yb[partner], config.label_smoothing, binary)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss is {loss.item()} at epoch {epoch}, batch {b} of "
-                                    f"{steps}; lower the learning rate (lr={config.lr}) or check "
-                                    "the data for NaN pixels")
-            opt.zero_grad(set_to_none=True)
-            if amp:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            if sched is not None:
-                sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            total += loss.detach() * len(yb)
-            seen += len(yb)
+        total, n = step.epoch(batches, epoch)
         train_time += time.perf_counter() - t0
-        train_loss = float(total) / len(train_set)
-
-        judged = model if ema is None else ema.module  # EMA: the averaged weights are judged
-        judged.eval()  # dropout off, BatchNorm's running statistics used and left untouched
-        with torch.no_grad():
-            logits = _logits(judged, x_val, 512, device, amp)
-            val_loss = float(loss_fn(logits, y_val.to(device)))
-        auc, sens, spec = _binary_val_figures(val_set.labels, _scores(logits).cpu().numpy())
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": auc,
-               "val_sensitivity": sens, "val_specificity": spec,
-               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        seen += n
+        judged = model if step.ema is None else step.ema.module  # EMA: the averaged weights
+        row = {"epoch": epoch, "train_loss": float(total) / len(train_set),
+               **_validate(judged, x_val, y_val, val_set.labels, step.loss_fn, device, step.amp),
+               "lr": step.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         rows.append(row)
         value = row.get(config.monitor, 0.0) if config.monitor else 0.0
         if _improved(value, best_value, config.monitor):
             best_value, best_epoch, stale = value, epoch, 0
-            if (config.monitor is not None and epoch < config.epochs) or ema is not None:
-                best_state = copy.deepcopy({k: v.detach().clone()
-                                            for k, v in judged.state_dict().items()})
-            else:
-                best_state = None  # the current weights are the best
+            best_state = _best_state(judged, epoch, config, step.ema)
         else:
             stale += 1
-        bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
-                        val_auc=f"{auc:.4f}", best=best_epoch)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_loss=f"{row['val_loss']:.4f}",
+                        val_auc=f"{row['val_auc']:.4f}", best=best_epoch)
         if config.patience is not None and stale >= config.patience:
             stopped_early = True
             break
     bar.close()
-    if best_state is not None and (best_epoch != rows[-1]["epoch"] or ema is not None):
+    if best_state is not None and (best_epoch != rows[-1]["epoch"] or step.ema is not None):
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(
-        model=model,
-        history=pd.DataFrame(rows, columns=["epoch", "train_loss", "val_loss", "val_auc",
-                                            "val_sensitivity", "val_specificity", "lr",
-                                            "seconds"]),
-        best_epoch=best_epoch,
-        train_seconds=time.perf_counter() - started,
-        images_per_second=seen / train_time if train_time > 0 else float("nan"),
-        normalization=stats,
-        stopped_early=stopped_early,
-        n_train=len(train_set),
-        config=config.to_dict(),
-    )
+    history = pd.DataFrame(rows, columns=["epoch", "train_loss", "val_loss", "val_auc",
+                                          "val_sensitivity", "val_specificity", "lr", "seconds"])
+    return TrainResult(model=model, history=history, best_epoch=best_epoch,
+                       train_seconds=time.perf_counter() - started,
+                       images_per_second=seen / train_time if train_time > 0 else float("nan"),
+                       normalization=stats, stopped_early=stopped_early, n_train=len(train_set),
+                       config=config.to_dict())
