@@ -256,8 +256,12 @@ class Lesson:
         print((then if holds else otherwise).format(**values))
 
     def record(self, **figures) -> dict:
-        """Record this notebook's headline figures for the course report (dataset included)."""
-        return _record_figures(dataset=self.dataset, **figures)
+        """Record this notebook's headline figures for the course report (dataset included).
+
+        Returns them as a dict that a notebook cell does not display: they are for the
+        course report (``summary.md``), and the cells above show them where they are taught.
+        """
+        return Recorded(_record_figures(dataset=self.dataset, **figures))
 
 
 class Claim(dict):
@@ -270,6 +274,18 @@ class Claim(dict):
     """
 
     def _ipython_display_(self) -> None:  # IPython's display protocol: show nothing more
+        return None
+
+
+class Recorded(dict):
+    """The headline figures :meth:`Lesson.record` wrote for the course report; a cell that
+    ends with ``lesson.record(...)`` shows nothing (the figures are shown where taught).
+
+    >>> Recorded({"auc": 0.9})["auc"]
+    0.9
+    """
+
+    def _ipython_display_(self) -> None:
         return None
 
 
