@@ -357,3 +357,32 @@ def test_cli_downloads_chestmnist_from_a_local_server(tmp_path, monkeypatch, loc
     assert f"md5 {digest} verified" in capsys.readouterr().out
     assert main(["data", "download", "chestmnist", "--size", "30"]) == 2
     assert "choose one of: 28, 64, 128, 224" in capsys.readouterr().err
+
+
+def test_external_site_for_the_lessons_balances_and_says_which(tmp_path, monkeypatch):
+    """07/08's second site: the NIH dev file when no ChestMNIST is cached (at most
+    ``per_class`` films a class, patient ids kept, the caveats said), else None and why."""
+    from fnlab import config
+    from fnlab.external import external_site
+
+    class Run28:
+        checkpoint = {"image_size": 28, "in_channels": 1}
+
+    monkeypatch.setenv("FNLAB_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(config, "shared_data_dir", lambda: None)
+    images, why = external_site(Run28(), offline=True)
+    assert images is None and "synthetic sites" in why
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(30), np.zeros(700)].astype(np.uint8)[:, None]
+    np.savez(shared / "nih_pneumonia_28_dev.npz",
+             test_images=rng.integers(0, 256, (730, 28, 28), dtype=np.uint8), test_labels=labels,
+             test_patient_ids=np.array([f"p{i // 2}" for i in range(730)]))
+    monkeypatch.setattr(config, "shared_data_dir", lambda: shared)
+    images, why = external_site(Run28(), per_class=50, offline=True)
+    assert np.bincount(images.labels).tolist() == [50, 30]  # every pneumonia, 50 normals
+    assert images.patient_ids is not None and images.image_size == 28
+    assert "NIH dev file" in why and "30 pneumonia and 50 normal films" in why
+    assert "adults" in why  # the caveats travel with it
