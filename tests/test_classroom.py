@@ -70,17 +70,6 @@ def _student_text(nb) -> str:
 
 
 @pytest.fixture(scope="module")
-def sandboxed():
-    """Grading needs bwrap (`.ci/run` installs it): skip, saying why, where it cannot run."""
-    from fnlab import sandbox
-
-    try:
-        return sandbox.check_bwrap()
-    except sandbox.SandboxUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
 def copies(tmp_path_factory):
     """Student copies of every course notebook: name -> AssignmentFiles or the error."""
     base = tmp_path_factory.mktemp("classroom")
@@ -174,7 +163,7 @@ def test_student_copy_otter_checks_run_in_a_kernel(copies):
         assert q in shown
 
 
-def test_grade_cli_scores_solution_full_and_untouched_copy_zero(copies, sandboxed, tmp_path, capsys):
+def test_grade_cli_scores_solution_full_and_untouched_copy_zero(copies, bwrap, tmp_path, capsys):
     made = copies["00_welcome"]
     blank = tmp_path / "bob" / "00_welcome.ipynb"  # an untouched student copy
     blank.parent.mkdir()
@@ -203,7 +192,7 @@ def test_grade_cli_scores_solution_full_and_untouched_copy_zero(copies, sandboxe
     assert "NOT GRADED" in capsys.readouterr().out
 
 
-def test_grade_names_unknown_assignments_and_missing_autograders(copies, sandboxed, tmp_path):
+def test_grade_names_unknown_assignments_and_missing_autograders(copies, bwrap, tmp_path):
     made = copies["00_welcome"]
     stray = tmp_path / "homework.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), stray)

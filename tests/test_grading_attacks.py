@@ -385,14 +385,6 @@ def test_a_function_the_question_asks_for_runs_apart(tmp_path, in_main, source, 
 # --------------------------------------------------------------------------- the sandbox
 
 
-@pytest.fixture(scope="module")
-def bwrap():
-    try:
-        return sandbox.check_bwrap()
-    except sandbox.SandboxUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 FILL = ("import errno\nwritten = 0\ntry:\n"
         "    for i in range({files}):\n"
         "        with open(f'{where}/fill{{i}}', 'wb') as f:\n"

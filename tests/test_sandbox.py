@@ -26,18 +26,6 @@ from support import processes_with as _alive
 from fnlab import autograde, sandbox, snapshot
 
 
-def _bwrap_or_skip() -> str:
-    try:
-        return sandbox.check_bwrap()
-    except sandbox.SandboxUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def bwrap():
-    return _bwrap_or_skip()
-
-
 def _marker() -> str:
     """A unique ``sleep`` argument: ``sleep 90.<digits>`` finds only our own process."""
     return f"90.{secrets.randbelow(10**8):08d}"

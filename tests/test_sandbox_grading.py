@@ -149,14 +149,6 @@ class Listener:
 
 
 @pytest.fixture(scope="module")
-def bwrap():
-    try:
-        return sandbox.check_bwrap()
-    except sandbox.SandboxUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
 def autograder(tmp_path_factory):
     """00_welcome's autograder and solution, as `fnlab classroom student` makes them."""
     base = tmp_path_factory.mktemp("grading")
