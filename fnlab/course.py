@@ -245,7 +245,7 @@ def format_summary_md(result: CourseResult) -> str:
 def write_summary(result: CourseResult) -> None:
     out = result.out_dir
     write_json(out / "summary.json", result.to_dict(), default=str)
-    (out / "summary.md").write_text(format_summary_md(result))
+    atomic_write_text(out / "summary.md", format_summary_md(result))
 
 
 def run_course(

@@ -264,7 +264,15 @@ class Lesson:
         return Recorded(_record_figures(dataset=self.dataset, **figures))
 
 
-class Claim(dict):
+class _Undisplayed(dict):
+    """A dict a notebook cell does not display when it ends with it (IPython's display
+    protocol): what it holds was printed already, or belongs to the course report."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+class Claim(_Undisplayed):
     """A recorded claim (a dict: ``id``, ``statement``, ``value``, ``bound``, ``op``,
     ``holds``). Its line was printed when it was recorded, so a notebook cell that ends
     with ``lesson.claim(...)`` does not show the dict again.
@@ -273,20 +281,14 @@ class Claim(dict):
     True
     """
 
-    def _ipython_display_(self) -> None:  # IPython's display protocol: show nothing more
-        return None
 
-
-class Recorded(dict):
+class Recorded(_Undisplayed):
     """The headline figures :meth:`Lesson.record` wrote for the course report; a cell that
     ends with ``lesson.record(...)`` shows nothing (the figures are shown where taught).
 
     >>> Recorded({"auc": 0.9})["auc"]
     0.9
     """
-
-    def _ipython_display_(self) -> None:
-        return None
 
 
 def _fmt(value) -> str:

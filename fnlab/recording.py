@@ -75,7 +75,7 @@ def record(**figures) -> dict:
     path = os.environ.get(RECORD_ENV)
     if path:
         target = Path(path)
-        current = _read(target)
+        current = read_json(target, {})
         current.update(figures)
         _write(target, current)
     return figures
@@ -114,7 +114,7 @@ def claim(id: str, statement: str, value, bound, op: str = ">=", holds: bool | N
     path = os.environ.get(RECORD_ENV)
     if path:
         target = Path(path)
-        current = _read(target)
+        current = read_json(target, {})
         current.setdefault(CLAIMS_KEY, []).append(entry)
         _write(target, current)
     if echo:
@@ -157,18 +157,14 @@ def claim_problems(claims: list[dict] | None) -> list[str]:
     return problems
 
 
-def _read(path: Path) -> dict:
-    return read_json(path, {})
-
-
 def read_record(path: str | Path) -> dict:
     """The figures recorded so far at ``path``, without the claims ({} when none)."""
-    data = _read(Path(path))
+    data = read_json(path, {})
     data.pop(CLAIMS_KEY, None)
     return data
 
 
 def read_claims(path: str | Path) -> list[dict]:
     """The claims recorded so far at ``path``, in order ([] when none)."""
-    claims = _read(Path(path)).get(CLAIMS_KEY) or []
+    claims = read_json(path, {}).get(CLAIMS_KEY) or []
     return [c for c in claims if isinstance(c, dict)]
